@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pvfree host-side reader: validates a guest's response and yields the
+ * runs of free frames it describes.  Compiled into QEMU (hv-kvm) and
+ * libxenguest (hv-xen).  Treats every byte of guest memory as hostile:
+ * each value is copied once out of guest memory, validated, and only the
+ * copy is used afterwards.  No allocation: the caller provides the
+ * scratch buffer.
+ *
+ * Copyright (c) 2026 The pvfree authors
+ */
+#ifndef PVFREE_READER_H
+#define PVFREE_READER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pvfree/abi.h"
+
+/*
+ * Copy @len bytes of guest memory at guest physical address @gpa into
+ * @buf.  Must fail (return non-zero) for anything that is not ordinary
+ * guest RAM.  @len never exceeds the scratch buffer size.
+ */
+typedef int (*pvfree_read_fn)(void *opaque, uint64_t gpa, void *buf,
+                              size_t len);
+
+/* Called for each run of free frames, in ascending frame order. */
+typedef int (*pvfree_run_fn)(void *opaque, uint64_t pfn, uint64_t nr_frames);
+
+/* A range of the guest's ordinary RAM, in PVFREE_FRAME_SIZE frames. */
+struct pvfree_ram_range {
+    uint64_t pfn;
+    uint64_t nr_frames;
+};
+
+struct pvfree_reader {
+    pvfree_read_fn read;
+    void *opaque;
+    /* Ordinary RAM the host may skip; sorted, non-overlapping. */
+    const struct pvfree_ram_range *ram;
+    size_t nr_ram;
+    /* Scratch buffer for bitmap and extent-table reads. */
+    void *scratch;
+    size_t scratch_size;        /* >= PVFREE_FRAME_SIZE, multiple of it */
+    uint32_t max_extents;       /* 0: PVFREE_MAX_EXTENTS */
+    uint64_t host_features;     /* PVFREE_HF_* this host implements */
+};
+
+/* Validated copy of a response, in host byte order. */
+struct pvfree_response {
+    uint64_t request_id;
+    uint32_t status;
+    uint8_t content;
+    uint8_t poison;
+    uint64_t guest_features;
+    uint64_t base_pfn;
+    uint64_t nr_frames;
+    uint32_t nr_extents;
+    uint32_t table_extents;
+    struct pvfree_extent inline_extents[PVFREE_INLINE_EXTENTS];
+    /* statistics as claimed by the guest, informational only */
+    uint64_t free_frames;
+    uint64_t snapshot_us;
+    uint32_t max_lock_hold_us;
+};
+
+enum pvfree_error {
+    PVFREE_OK = 0,
+    PVFREE_ERR_READ,            /* guest memory could not be read */
+    PVFREE_ERR_MAGIC,
+    PVFREE_ERR_VERSION,
+    PVFREE_ERR_HEADER_SIZE,
+    PVFREE_ERR_NOT_ANSWERED,    /* response_id != request_id */
+    PVFREE_ERR_CHANGED,         /* response_id changed while reading */
+    PVFREE_ERR_STATUS,          /* status is not OK */
+    PVFREE_ERR_CONTENT,         /* content cannot be reproduced */
+    PVFREE_ERR_RANGE,           /* base_pfn/nr_frames out of bounds */
+    PVFREE_ERR_EXTENTS,         /* bad extent count or table */
+    PVFREE_ERR_EXTENT,          /* one extent is outside RAM or wraps */
+    PVFREE_ERR_STORAGE,         /* storage smaller than the bitmap */
+    PVFREE_ERR_CONFIG,          /* caller's pvfree_reader is invalid */
+    PVFREE_ERR_CALLBACK,        /* the run callback asked to stop */
+};
+
+/* Precise description of the first problem found. */
+struct pvfree_diag {
+    enum pvfree_error error;
+    const char *field;          /* header field or "extent[n]", or NULL */
+    uint64_t value;             /* the offending value */
+    uint64_t index;             /* extent index, where relevant */
+};
+
+/*
+ * Copy and validate the header at @header_gpa as the response to
+ * @request_id.  On success fills @resp and returns PVFREE_OK.
+ */
+enum pvfree_error pvfree_read_response(const struct pvfree_reader *r,
+                                       uint64_t header_gpa,
+                                       uint64_t request_id,
+                                       struct pvfree_response *resp,
+                                       struct pvfree_diag *diag);
+
+/*
+ * Walk the storage of a validated response and call @fn for every run
+ * of free frames, clipped to the bitmap's range and to r->ram.  Returns
+ * PVFREE_OK, or the first error (the runs already reported stay valid:
+ * each was read from the guest's bitmap).
+ */
+enum pvfree_error pvfree_for_each_free_run(const struct pvfree_reader *r,
+                                           const struct pvfree_response *resp,
+                                           pvfree_run_fn fn, void *opaque,
+                                           struct pvfree_diag *diag);
+
+/* Human-readable text of @diag, e.g. "extent[3].pfn 0x... outside RAM". */
+int pvfree_diag_format(const struct pvfree_diag *diag, char *buf,
+                       size_t size);
+
+const char *pvfree_error_name(enum pvfree_error error);
+
+#endif /* PVFREE_READER_H */

@@ -1,0 +1,105 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# Install pvfree's build and test dependencies from Debian packages, by name.
+# Idempotent: checks before it installs, runs apt-get update only when an
+# apt source was added or a package is missing, and adds deb-src/backports
+# entries only when asked for the parts that need them.
+#
+# usage: scripts/setup-deps.sh [base] [kvm] [xen] [kernel-src] [bench]
+set -euo pipefail
+
+SOURCES=/etc/apt/sources.list.d/pvfree.sources
+need_update=0
+groups=("$@")
+[ ${#groups[@]} -eq 0 ] && groups=(base)
+
+as_root() {
+	if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+add_source() {	# add_source NAME STANZA
+	if ! grep -qs "^# pvfree: $1\$" "$SOURCES"; then
+		printf '# pvfree: %s\n%s\n\n' "$1" "$2" | as_root tee -a "$SOURCES" >/dev/null
+		need_update=1
+	fi
+}
+
+apt_update_once() {
+	if [ "$need_update" = 1 ] || [ ! -d /var/lib/apt/lists ] ||
+	   [ -z "$(ls /var/lib/apt/lists/*_Packages* 2>/dev/null)" ]; then
+		echo "setup-deps: apt-get update"
+		as_root apt-get update -qq
+		need_update=0
+	fi
+}
+
+pkgs=()
+want() { pkgs+=("$@"); }
+
+for g in "${groups[@]}"; do
+	case "$g" in
+	base)
+		want build-essential libcmocka-dev clang llvm python3 pkg-config ;;
+	kvm)
+		add_source backports "Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+		add_source trixie-src "Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+		want dpkg-dev git libglib2.0-dev libpixman-1-dev zlib1g-dev \
+		     libfdt-dev flex bison ninja-build seabios qemu-system-data \
+		     busybox-static cpio kmod linux-headers-amd64 \
+		     linux-headers-cloud-amd64 gcc-12 bc libelf-dev xz-utils
+		want_bpo=(meson) ;;
+	xen)
+		add_source bookworm-src "Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+		want dpkg-dev autoconf libyajl-dev libzstd-dev uuid-dev \
+		     libncurses-dev libssl-dev iasl xen-hypervisor-4.17-amd64 \
+		     xen-utils-4.17 ;;
+	kernel-src)
+		want linux-source-6.1 bc libelf-dev libssl-dev flex bison ;;
+	bench)
+		want gnuplot-nox ;;
+	*)
+		echo "setup-deps: unknown group '$g'" >&2; exit 2 ;;
+	esac
+done
+
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
+		missing+=("$p")
+done
+bpo_missing=()
+for p in "${want_bpo[@]:-}"; do
+	[ -n "$p" ] || continue
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
+		bpo_missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ] || [ ${#bpo_missing[@]} -gt 0 ]; then
+	need_update=1
+	apt_update_once
+fi
+export DEBIAN_FRONTEND=noninteractive
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "setup-deps: installing ${missing[*]}"
+	as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if [ ${#bpo_missing[@]} -gt 0 ]; then
+	echo "setup-deps: installing from bookworm-backports: ${bpo_missing[*]}"
+	as_root apt-get install -y -qq --no-install-recommends \
+		-t bookworm-backports "${bpo_missing[@]}"
+fi
+[ "$need_update" = 1 ] && apt_update_once
+exit 0
