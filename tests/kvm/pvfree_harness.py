@@ -1,0 +1,454 @@
+# SPDX-License-Identifier: MIT
+"""pvfree KVM/QEMU test harness: boots TCG guests, drives their serial
+console, migrates them between two QEMU processes and checks the result.
+
+Stdlib only (Debian's /usr/bin/python3).  Every wait has a timeout and every
+QEMU this module starts is killed on any failure or exit."""
+
+import atexit
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SCRATCH = os.environ.get("PVFREE_SCRATCH", "/tmp/pvfree-tests")
+FIRMWARE = ["-L", "/usr/share/qemu", "-L", "/usr/share/seabios"]
+# Bad things in a guest's kernel log (the acceptance list of the issue).
+DMESG_BAD = ["Oops", "BUG", "WARNING", "panic", "page allocation failure",
+             "memory corruption", "Bad page"]
+DMESG_IGNORE = ["Kernel command line:", "panic=", "@@"]
+MAX_BANDWIDTH = 8 << 30        # bytes/s: local migrations are CPU bound
+DOWNTIME_LIMIT_MS = 500
+
+
+class TestFailure(Exception):
+    pass
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+# ---- process bookkeeping -------------------------------------------------
+
+_procs = []
+
+
+def _kill_all():
+    for p in list(_procs):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        _procs.remove(p)
+
+
+def _on_signal(sig, frame):
+    _kill_all()
+    sys.exit(128 + sig)
+
+
+atexit.register(_kill_all)
+for _s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(_s, _on_signal)
+
+
+def qemu_binary():
+    """$PVFREE_QEMU, else what hv-kvm/build-qemu.sh prints."""
+    q = os.environ.get("PVFREE_QEMU")
+    if q:
+        return q
+    out = subprocess.run([os.path.join(TOP, "hv-kvm", "build-qemu.sh")],
+                         stdout=subprocess.PIPE, text=True, check=True).stdout
+    lines = out.strip().splitlines()
+    if not lines or not os.access(lines[-1], os.X_OK):
+        raise TestFailure(f"hv-kvm/build-qemu.sh printed {out!r}")
+    return lines[-1]
+
+
+def qemu_has_device(qemu, dev):
+    r = subprocess.run([qemu, "-device", "help"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=60)
+    return f'"{dev}"' in r.stdout
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _connect_unix(path, timeout, proc):
+    deadline = time.time() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise TestFailure(f"QEMU exited ({proc.returncode}) before {path}")
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(path)
+            return s
+        except OSError:
+            s.close()
+            if time.time() > deadline:
+                raise TestFailure(f"cannot connect to {path}")
+            time.sleep(0.1)
+
+
+# ---- QMP -----------------------------------------------------------------
+
+class QmpError(TestFailure):
+    pass
+
+
+class Qmp:
+    def __init__(self, path, proc, logf):
+        self.path, self.proc, self.logf = path, proc, logf
+        self.sock = None
+        self.buf = b""
+        self.events = []
+        self.n = 0
+
+    def connect(self, timeout=30):
+        self.sock = _connect_unix(self.path, timeout, self.proc)
+        self._read(timeout)                     # greeting
+        self.cmd("qmp_capabilities")
+
+    def _read(self, timeout):
+        deadline = time.time() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.time()
+            if left <= 0:
+                raise TestFailure(f"QMP {self.path}: timeout")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise TestFailure(f"QMP {self.path}: connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def cmd(self, name, args=None, timeout=60, quiet=False):
+        self.n += 1
+        req = {"execute": name, "id": self.n}
+        if args is not None:
+            req["arguments"] = args
+        if not quiet:
+            self.logf.write(f"QMP> {json.dumps(req)}\n")
+        self.sock.sendall(json.dumps(req).encode() + b"\n")
+        while True:
+            resp = self._read(timeout)
+            if "event" in resp:
+                self.events.append(resp)
+                self.logf.write(f"QMP event {json.dumps(resp)}\n")
+                continue
+            if resp.get("id") != self.n:
+                continue
+            if not quiet:
+                self.logf.write(f"QMP< {json.dumps(resp)[:2000]}\n")
+            self.logf.flush()
+            if "error" in resp:
+                raise QmpError(f"{name}: {resp['error'].get('desc')}")
+            return resp.get("return")
+
+    def hmp(self, line):
+        return self.cmd("human-monitor-command", {"command-line": line})
+
+    def close(self):
+        if self.sock:
+            self.sock.close()
+
+
+# ---- serial console ------------------------------------------------------
+
+class Console:
+    """The guest's ttyS0 over a unix socket, driven by tests/kvm/guest-init.sh:
+    send "<n> <cmd>", read until "@@DONE <n> <rc>"."""
+
+    def __init__(self, path, proc, logpath):
+        self.path, self.proc = path, proc
+        self.logf = open(logpath, "ab", buffering=0)
+        self.data = ""
+        self.pos = 0
+        self.cond = threading.Condition()
+        self.sock = None
+        self.closed = False
+        self.n = 0
+
+    def connect(self, timeout=30):
+        self.sock = _connect_unix(self.path, timeout, self.proc)
+        threading.Thread(target=self._reader, daemon=True).start()
+
+    def _reader(self):
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                chunk = b""
+            with self.cond:
+                if not chunk:
+                    self.closed = True
+                    self.cond.notify_all()
+                    return
+                self.logf.write(chunk)
+                self.data += chunk.decode("utf-8", "replace").replace("\r", "")
+                self.cond.notify_all()
+
+    def wait(self, regex, timeout, what=None):
+        """Wait for REGEX in the output after self.pos; move pos past it."""
+        rx = re.compile(regex, re.M)
+        deadline = time.time() + timeout
+        with self.cond:
+            while True:
+                m = rx.search(self.data, self.pos)
+                if m:
+                    self.pos = m.end()
+                    return m
+                left = deadline - time.time()
+                if left <= 0:
+                    raise TestFailure(f"guest console: no {what or regex!r} "
+                                      f"after {timeout:.0f} s; last output: "
+                                      f"{self.data[-300:]!r}")
+                if self.closed or self.proc.poll() is not None:
+                    raise TestFailure(f"guest console closed (QEMU "
+                                      f"rc={self.proc.poll()}) waiting for "
+                                      f"{what or regex!r}; last output: "
+                                      f"{self.data[-300:]!r}")
+                self.cond.wait(min(left, 1.0))
+
+    def run(self, cmd, timeout=60, check=True):
+        """Run CMD in the guest; returns (rc, output)."""
+        self.n += 1
+        n = self.n
+        with self.cond:
+            start = len(self.data)
+            self.pos = start
+        self.sock.sendall(f"{n} {cmd}\n".encode())
+        m = self.wait(rf"^@@DONE {n} (\d+)$", timeout, f"end of `{cmd}`")
+        rc = int(m.group(1))
+        out = self.data[start:m.start()]
+        if check and rc != 0:
+            raise TestFailure(f"guest `{cmd}` failed rc={rc}: {out.strip()[-500:]}")
+        return rc, out
+
+    def close(self):
+        if self.sock:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.sock.close()
+
+
+# ---- a QEMU process ------------------------------------------------------
+
+class Vm:
+    def __init__(self, name, qemu, workdir, kernel, initrd, append,
+                 mem_mb=1024, smp=1, pvfree=False, pvfree_opts="",
+                 balloon=False, incoming=False, extra=()):
+        self.name = name
+        self.qemu = qemu
+        self.dir = workdir
+        self.kernel, self.initrd, self.append = kernel, initrd, append
+        self.mem_mb, self.smp = mem_mb, smp
+        self.pvfree, self.pvfree_opts = pvfree, pvfree_opts
+        self.balloon = balloon
+        self.incoming = incoming
+        self.extra = list(extra)
+        self.proc = None
+        self.qmp = None
+        self.console = None
+        self.qmp_path = os.path.join(workdir, f"{name}.qmp")
+        self.ser_path = os.path.join(workdir, f"{name}.serial")
+        self.qmplog = open(os.path.join(workdir, f"{name}.qmp.log"), "a")
+
+    def argv(self):
+        a = [self.qemu, "-name", self.name, "-accel", "tcg", "-machine", "pc",
+             "-m", str(self.mem_mb), "-smp", str(self.smp), "-nodefaults",
+             "-no-user-config", "-no-reboot", "-nic", "none", "-display", "none",
+             "-vga", "none", "-monitor", "none", *FIRMWARE,
+             "-kernel", self.kernel, "-initrd", self.initrd,
+             "-append", self.append,
+             "-chardev", f"socket,id=ser0,path={self.ser_path},server=on,wait=off",
+             "-serial", "chardev:ser0",
+             "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
+        if self.pvfree:
+            dev = "pvfree-pci"
+            if self.pvfree_opts:
+                dev += "," + self.pvfree_opts
+            a += ["-device", dev]
+        if self.balloon:
+            a += ["-object", "iothread,id=io0", "-device",
+                  "virtio-balloon-pci,free-page-hint=on,iothread=io0"]
+        if self.incoming:
+            a += ["-incoming", "defer"]
+        return a + self.extra
+
+    def start(self):
+        for p in (self.qmp_path, self.ser_path):
+            if os.path.exists(p):
+                os.unlink(p)
+        argv = self.argv()
+        out = open(os.path.join(self.dir, f"{self.name}.qemu.log"), "a")
+        out.write("$ " + " ".join(argv) + "\n")
+        out.flush()
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        _procs.append(self.proc)
+        self.qmp = Qmp(self.qmp_path, self.proc, self.qmplog)
+        self.qmp.connect()
+        self.console = Console(self.ser_path, self.proc,
+                               os.path.join(self.dir, f"{self.name}.console.log"))
+        self.console.connect()
+        return self
+
+    def wait_boot(self, timeout=180):
+        m = self.console.wait(r"^@@READY (\S+)", timeout, "guest boot (@@READY)")
+        return m.group(1)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if not self.proc:
+            return
+        if self.alive():
+            try:
+                self.qmp.cmd("quit", timeout=5)
+            except Exception:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        if self.proc in _procs:
+            _procs.remove(self.proc)
+        if self.console:
+            self.console.close()
+        if self.qmp:
+            self.qmp.close()
+
+
+# ---- migration -----------------------------------------------------------
+
+def _mib(b):
+    return (b or 0) / (1 << 20)
+
+
+def migrate(src, dst, transport="tcp", timeout=600, progress=log, tag=""):
+    """Migrate SRC to DST (started with incoming=True).  Returns the source's
+    final query-migrate 'ram' stats plus times; raises TestFailure."""
+    mig_file = os.path.join(src.dir, "migration.stream")
+    if transport == "tcp":
+        uri = f"tcp:127.0.0.1:{free_port()}"
+        dst.qmp.cmd("migrate-incoming", {"uri": uri})
+        src_uri = uri
+    elif transport == "exec":
+        src_uri = f"exec:cat > {mig_file}"
+    else:
+        raise ValueError(transport)
+    src.qmp.cmd("migrate-set-parameters",
+                {"max-bandwidth": MAX_BANDWIDTH,
+                 "downtime-limit": DOWNTIME_LIMIT_MS})
+    t0 = time.time()
+    src.qmp.cmd("migrate", {"uri": src_uri})
+    last = 0
+    while True:
+        info = src.qmp.cmd("query-migrate", quiet=True)
+        st = info.get("status")
+        ram = info.get("ram", {})
+        if st == "completed":
+            break
+        if st in ("failed", "cancelled"):
+            raise TestFailure(f"migration {st}: {info.get('error-desc', '')}")
+        el = time.time() - t0
+        if el > timeout:
+            try:
+                src.qmp.cmd("migrate_cancel")
+            except Exception:
+                pass
+            raise TestFailure(f"migration not done after {timeout} s "
+                              f"(status {st})")
+        if el - last >= 5:
+            last = el
+            progress(f"  {tag}migrating: {st} {el:5.1f} s, sent "
+                     f"{_mib(ram.get('transferred')):7.1f} MiB, remaining "
+                     f"{_mib(ram.get('remaining')):7.1f} MiB, pass "
+                     f"{ram.get('dirty-sync-count', '?')}, dirty "
+                     f"{ram.get('dirty-pages-rate', 0)} pages/s")
+        time.sleep(0.25)
+    src.qmplog.write(f"final query-migrate: {json.dumps(info)}\n")
+    if transport == "exec":
+        dst.qmp.cmd("migrate-incoming", {"uri": f"exec:cat {mig_file}"})
+    # the destination runs the guest once it has everything
+    deadline = time.time() + 120
+    while True:
+        st = dst.qmp.cmd("query-status", quiet=True)
+        if st.get("running"):
+            break
+        if time.time() > deadline:
+            raise TestFailure(f"destination not running: {st}")
+        time.sleep(0.2)
+    if transport == "exec":
+        try:
+            os.unlink(mig_file)
+        except OSError:
+            pass
+    return {
+        "status": info.get("status"),
+        "total_time_ms": info.get("total-time"),
+        "downtime_ms": info.get("downtime"),
+        "setup_time_ms": info.get("setup-time"),
+        "transferred": ram.get("transferred"),
+        "normal_pages": ram.get("normal"),
+        "duplicate_pages": ram.get("duplicate"),
+        "ram_total": ram.get("total"),
+        "dirty_sync_count": ram.get("dirty-sync-count"),
+        "wall_s": time.time() - t0,
+    }
+
+
+def dmesg_problems(text):
+    bad = []
+    for line in text.splitlines():
+        if any(i in line for i in DMESG_IGNORE):
+            continue
+        if any(b in line for b in DMESG_BAD):
+            bad.append(line.strip())
+    return bad
+
+
+def parse_kv(text, sep=":"):
+    d = {}
+    for line in text.splitlines():
+        if sep in line:
+            k, v = line.split(sep, 1)
+            d[k.strip()] = v.strip()
+    return d
+
+
+def parse_fields(line):
+    return dict(re.findall(r"(\S+?)=(\S+)", line))
+
+
+def workdir(name):
+    d = os.path.join(SCRATCH, name)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    return d

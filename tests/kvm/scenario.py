@@ -1,0 +1,177 @@
+# SPDX-License-Identifier: MIT
+"""One pvfree migration scenario: boot a guest, prepare its memory, migrate
+it, check it on the destination.  Used by tests/kvm/run-tests and
+tests/kvm/demo."""
+
+import os
+import time
+
+import guestimage
+import pvfree_harness as h
+from pvfree_harness import TestFailure, log
+
+BOOT_TIMEOUT = 240
+
+
+class Scenario:
+    def __init__(self, name, flavour="cloud-6.1", mem_mb=1024, smp=1,
+                 append="", device="pvfree", device_opts="", driver=True,
+                 dirty_mib=0, hold_mib=32, writer_mib=4, fragment_mib=0,
+                 churn=False, transport="tcp", expect_skipped=None,
+                 expect_status=None, timeout=600, label=None):
+        self.name = name
+        self.label = label or name
+        self.flavour = flavour
+        self.mem_mb, self.smp = mem_mb, smp
+        self.append = append
+        self.device = device            # "pvfree" | "balloon" | "none"
+        self.device_opts = device_opts
+        self.driver = driver            # insmod pvfree.ko in the guest
+        self.dirty_mib = dirty_mib
+        self.hold_mib, self.writer_mib = hold_mib, writer_mib
+        self.fragment_mib = fragment_mib
+        self.churn = churn
+        self.transport = transport
+        self.expect_skipped = expect_skipped    # ">0", "==0" or None
+        self.expect_status = expect_status      # query-pvfree last-status
+        self.timeout = timeout
+
+    def describe(self):
+        bits = [self.flavour, f"{self.mem_mb} MiB", f"smp {self.smp}",
+                self.device + ("" if self.driver or self.device != "pvfree"
+                               else " (no driver)")]
+        if self.append:
+            bits.append(self.append)
+        if self.transport != "tcp":
+            bits.append(self.transport + ":")
+        return ", ".join(bits)
+
+
+def _registered(vm, timeout=30):
+    deadline = time.time() + timeout
+    while True:
+        pv = vm.qmp.cmd("query-pvfree", quiet=True)
+        if pv.get("registered"):
+            return pv
+        if time.time() > deadline:
+            raise TestFailure(f"driver did not register: {pv}")
+        time.sleep(0.5)
+
+
+def run(sc, qemu, progress=log):
+    """Returns a result dict; r['failures'] lists what went wrong."""
+    r = {"name": sc.name, "label": sc.label, "flavour": sc.flavour,
+         "mem_mb": sc.mem_mb, "failures": [], "start": time.time()}
+    fail = r["failures"].append
+    wd = h.workdir(sc.name)
+    r["workdir"] = wd
+    src = dst = None
+    try:
+        k, initrd, has_ko = guestimage.initramfs(sc.flavour)
+        if sc.driver and sc.device == "pvfree" and not has_ko:
+            raise TestFailure("pvfree.ko could not be built for "
+                              f"{k.release} (guest/)")
+        append = "console=ttyS0 quiet panic=1 " + sc.append
+        common = dict(qemu=qemu, workdir=wd, kernel=k.vmlinuz, initrd=initrd,
+                      append=append.strip(), mem_mb=sc.mem_mb, smp=sc.smp,
+                      pvfree=sc.device == "pvfree", pvfree_opts=sc.device_opts,
+                      balloon=sc.device == "balloon")
+        src = h.Vm("src", **common)
+        dst = h.Vm("dst", incoming=True, **common)
+        src.start()
+        dst.start()
+        t0 = time.time()
+        rel = src.wait_boot(BOOT_TIMEOUT)
+        r["boot_s"] = time.time() - t0
+        c = src.console
+        progress(f"  [{sc.name}] booted {rel} in {r['boot_s']:.1f} s")
+        if sc.device == "balloon":
+            c.run("loadmod virtio_pci && loadmod virtio_balloon")
+        if sc.device == "pvfree" and sc.driver:
+            c.run("insmod /lib/pvfree-modules/pvfree.ko")
+            _registered(src)
+        if sc.dirty_mib:
+            t1 = time.time()
+            _, out = c.run(f"pvfree-workload dirty {sc.dirty_mib}", timeout=900)
+            progress(f"  [{sc.name}] dirtied {sc.dirty_mib} MiB and freed it "
+                     f"({time.time() - t1:.1f} s)")
+        daemons = ["hold"]
+        c.run(f"pvfree-workload hold {sc.hold_mib} -d -p /run/hold.pid "
+              f"-r /run/hold.res -w {sc.writer_mib}", timeout=300)
+        if sc.fragment_mib:
+            t1 = time.time()
+            _, out = c.run(f"pvfree-workload fragment {sc.fragment_mib} -d "
+                           f"-p /run/fragment.pid -r /run/fragment.res -w 0",
+                           timeout=900)
+            daemons.append("fragment")
+            progress(f"  [{sc.name}] fragmented {sc.fragment_mib} MiB "
+                     f"({time.time() - t1:.1f} s): {out.strip()}")
+        if sc.churn:
+            c.run("pvfree-workload churn -d -p /run/churn.pid "
+                  "-r /run/churn.res -m 64")
+            daemons.append("churn")
+        _, out = c.run("cat /proc/meminfo")
+        mi = h.parse_kv(out)
+        r["guest_memfree_mib"] = int(mi.get("MemFree", "0 kB").split()[0]) // 1024
+        progress(f"  [{sc.name}] guest MemFree {r['guest_memfree_mib']} MiB; "
+                 f"migrating ({sc.transport})")
+
+        m = h.migrate(src, dst, sc.transport, timeout=sc.timeout,
+                      progress=progress, tag=f"[{sc.name}] ")
+        r.update(m)
+        if sc.device == "pvfree":
+            pv = src.qmp.cmd("query-pvfree")
+            r["pvfree"] = pv
+            r["skipped"] = pv.get("pages-skipped")
+            r["last_status"] = pv.get("last-status")
+            try:
+                src.qmp.hmp("info pvfree")      # into the QMP log
+            except TestFailure:
+                pass
+
+        dc = dst.console
+        _, out = dc.run("echo pong-$((6*7))", timeout=60)
+        if "pong-42" not in out:
+            fail(f"echo test: {out!r}")
+        r["mismatches"] = 0
+        for d in daemons:
+            rc, out = dc.run(f"pvfree-workload verify /run/{d}.pid "
+                             f"/run/{d}.res 300", timeout=330, check=False)
+            line = next((l for l in out.splitlines()
+                         if l.startswith(("VERIFY", "CHURN"))), out.strip())
+            f = h.parse_fields(line)
+            r[f"verify_{d}"] = line
+            mis = int(f.get("mismatches", "-1"))
+            if rc != 0 or mis != 0:
+                fail(f"{d} verify rc={rc}: {line}")
+                r["mismatches"] += max(mis, 1)
+        if sc.device == "pvfree" and sc.driver:
+            rc, out = dc.run("cat /sys/kernel/debug/pvfree/stats", check=False)
+            r["guest_stats"] = h.parse_kv(out)
+        _, out = dc.run("dmesg", timeout=120)
+        with open(os.path.join(wd, "dst.dmesg"), "w") as f:
+            f.write(out)
+        bad = h.dmesg_problems(out)
+        r["dmesg_bad"] = bad
+        if bad:
+            fail(f"dmesg: {bad[:3]}")
+
+        if sc.expect_skipped == ">0" and not (r.get("skipped") or 0) > 0:
+            fail(f"pages-skipped {r.get('skipped')} (expected > 0, "
+                 f"last-status {r.get('last_status')})")
+        if sc.expect_skipped == "==0" and r.get("skipped") != 0:
+            fail(f"pages-skipped {r.get('skipped')} (expected 0)")
+        if sc.expect_status and r.get("last_status") != sc.expect_status:
+            fail(f"last-status {r.get('last_status')!r} "
+                 f"(expected {sc.expect_status!r})")
+    except TestFailure as e:
+        fail(str(e))
+    except Exception as e:  # a harness bug still has to clean up and report
+        fail(f"{type(e).__name__}: {e}")
+    finally:
+        for vm in (src, dst):
+            if vm:
+                vm.stop()
+    r["ok"] = not r["failures"]
+    r["elapsed_s"] = time.time() - r["start"]
+    return r
