@@ -63,6 +63,9 @@ struct pvfree_response {
     uint64_t free_frames;
     uint64_t snapshot_us;
     uint32_t max_lock_hold_us;
+    /* added by the reader, not read from the guest: */
+    uint64_t header_gpa;        /* where the header was read from */
+    uint64_t covered_frames;    /* nr_frames clipped to the end of r->ram */
 };
 
 enum pvfree_error {
@@ -86,14 +89,23 @@ enum pvfree_error {
 /* Precise description of the first problem found. */
 struct pvfree_diag {
     enum pvfree_error error;
-    const char *field;          /* header field or "extent[n]", or NULL */
-    uint64_t value;             /* the offending value */
+    /*
+     * Header field, or "extent[n].pfn" / "table[n].nr_frames" where "[n]"
+     * stands for @index; for READ what was being read; or NULL.
+     */
+    const char *field;
+    uint64_t value;             /* the offending value (READ: the gpa) */
     uint64_t index;             /* extent index, where relevant */
+    /* additions, zero where they do not apply: */
+    uint64_t expected;          /* value or bound @value was checked against */
+    uint64_t nr_frames;         /* frame count that goes with @value */
 };
 
 /*
  * Copy and validate the header at @header_gpa as the response to
- * @request_id.  On success fills @resp and returns PVFREE_OK.
+ * @request_id.  On success fills @resp and returns PVFREE_OK.  The header
+ * is copied into r->scratch.  @diag may be NULL; on failure it says what
+ * was wrong first (see pvfree_diag_format()).
  */
 enum pvfree_error pvfree_read_response(const struct pvfree_reader *r,
                                        uint64_t header_gpa,
@@ -106,13 +118,27 @@ enum pvfree_error pvfree_read_response(const struct pvfree_reader *r,
  * of free frames, clipped to the bitmap's range and to r->ram.  Returns
  * PVFREE_OK, or the first error (the runs already reported stay valid:
  * each was read from the guest's bitmap).
+ *
+ * @resp must be one that pvfree_read_response() accepted, with the same
+ * @r.  Runs are maximal and strictly ascending.  Reads at most
+ * ceil(frames up to the end of r->ram / 8) bitmap bytes plus the extent
+ * table; skips bitmap bytes that cover only holes between RAM ranges.
+ * Extent-table entries are checked as they are read (diag field
+ * "table[n].pfn" etc.), all of them, even those the bitmap does not need.
+ * If the storage ends before the bitmap (table responses) the error is
+ * PVFREE_ERR_STORAGE.  Afterwards response_id is read again: if the guest
+ * started another response meanwhile, returns PVFREE_ERR_CHANGED.  With
+ * PVFREE_ERR_CALLBACK, diag->value/nr_frames are the run @fn refused.
  */
 enum pvfree_error pvfree_for_each_free_run(const struct pvfree_reader *r,
                                            const struct pvfree_response *resp,
                                            pvfree_run_fn fn, void *opaque,
                                            struct pvfree_diag *diag);
 
-/* Human-readable text of @diag, e.g. "extent[3].pfn 0x... outside RAM". */
+/*
+ * Human-readable text of @diag, e.g. "extent[3].pfn=0x12345 (frames 0x10)
+ * is outside guest RAM".  Returns what snprintf() returns.
+ */
 int pvfree_diag_format(const struct pvfree_diag *diag, char *buf,
                        size_t size);
 
