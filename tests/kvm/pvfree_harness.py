@@ -238,7 +238,7 @@ class Console:
             start = len(self.data)
             self.pos = start
         self.sock.sendall(f"{n} {cmd}\n".encode())
-        m = self.wait(rf"^@@DONE {n} (\d+)$", timeout, f"end of `{cmd}`")
+        m = self.wait(rf"^@@DONE {n} (\d+)\n", timeout, f"end of `{cmd}`")
         rc = int(m.group(1))
         out = self.data[start:m.start()]
         if check and rc != 0:
@@ -318,7 +318,7 @@ class Vm:
         return self
 
     def wait_boot(self, timeout=180):
-        m = self.console.wait(r"^@@READY (\S+)", timeout, "guest boot (@@READY)")
+        m = self.console.wait(r"^@@READY (\S+)\n", timeout, "guest boot (@@READY)")
         return m.group(1)
 
     def alive(self):

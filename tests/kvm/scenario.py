@@ -172,6 +172,13 @@ def run(sc, qemu, progress=log):
         for vm in (src, dst):
             if vm:
                 vm.stop()
+    if r["failures"]:
+        # say why a guest died, from what its console showed
+        for vm in (src, dst):
+            if vm and vm.console and not r.get("dmesg_bad"):
+                bad = h.dmesg_problems(vm.console.data)
+                if bad:
+                    fail(f"{vm.name} console: {' | '.join(bad[:4])}")
     r["ok"] = not r["failures"]
     r["elapsed_s"] = time.time() - r["start"]
     return r
