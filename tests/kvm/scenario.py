@@ -159,6 +159,12 @@ def run(sc, qemu, progress=log):
         if sc.expect_skipped == ">0" and not (r.get("skipped") or 0) > 0:
             fail(f"pages-skipped {r.get('skipped')} (expected > 0, "
                  f"last-status {r.get('last_status')})")
+        if sc.expect_skipped == ">0" and (r.get("skipped") or 0) > 0:
+            # most of what the guest had free must have been skipped
+            free_pages = r["guest_memfree_mib"] * 256
+            if r["skipped"] < free_pages // 2:
+                fail(f"pages-skipped {r['skipped']} < half the guest's free "
+                     f"pages before migration ({free_pages})")
         if sc.expect_skipped == "==0" and r.get("skipped") != 0:
             fail(f"pages-skipped {r.get('skipped')} (expected 0)")
         if sc.expect_status and r.get("last_status") != sc.expect_status:
