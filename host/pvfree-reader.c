@@ -309,7 +309,7 @@ static enum pvfree_error check_content(const struct pvfree_reader *r,
 /*
  * Check the bitmap's range and clip it to the end of guest RAM, so that
  * the bitmap bytes we read are bounded by the host's RAM, not by the
- * guest's nr_frames.
+ * guest's nr_frames.  A range without RAM is refused (spec 10.1 item 2).
  */
 static enum pvfree_error check_range(const struct pvfree_reader *r,
                                      struct pvfree_response *resp,
@@ -317,7 +317,11 @@ static enum pvfree_error check_range(const struct pvfree_reader *r,
 {
     uint64_t base = resp->base_pfn;
     uint64_t end;
+    size_t first_ram;
 
+    if (resp->nr_frames == 0) {
+        return fail(diag, PVFREE_ERR_RANGE, "nr_frames", 0, 1);
+    }
     if (resp->nr_frames > UINT64_MAX - base) {
         return set_diag(diag, PVFREE_ERR_RANGE, "base_pfn", base, 0, 0,
                         resp->nr_frames);
@@ -326,8 +330,14 @@ static enum pvfree_error check_range(const struct pvfree_reader *r,
         return fail(diag, PVFREE_ERR_RANGE, "nr_frames", resp->nr_frames,
                     MAX_FRAMES);
     }
+    first_ram = ram_find(r, base);
+    if (first_ram == r->nr_ram ||
+        r->ram[first_ram].pfn >= base + resp->nr_frames) {
+        return set_diag(diag, PVFREE_ERR_RANGE, "base_pfn", base, 0, 0,
+                        resp->nr_frames);
+    }
     end = min_u64(base + resp->nr_frames, ram_end(r, r->nr_ram - 1));
-    resp->covered_frames = end > base ? end - base : 0;
+    resp->covered_frames = end - base;
     return PVFREE_OK;
 }
 
@@ -350,7 +360,7 @@ static enum pvfree_error check_extent_counts(const struct pvfree_reader *r,
     uint64_t limit = extent_limit(r);
     uint64_t table_bytes;
 
-    if (resp->nr_frames > 0 && resp->nr_extents == 0) {
+    if (resp->nr_extents == 0) {
         return set_diag(diag, PVFREE_ERR_EXTENTS, "nr_extents", 0, 0, 1,
                         resp->nr_frames);
     }
@@ -432,10 +442,14 @@ static enum pvfree_error check_inline_extents(const struct pvfree_reader *r,
     return PVFREE_OK;
 }
 
+/*
+ * The storage must hold the bitmap the guest declared, ceil(nr_frames / 8)
+ * bytes (spec 4.5), even though we read only the part that covers RAM.
+ */
 static enum pvfree_error check_inline_storage(const struct pvfree_response *resp,
                                               struct pvfree_diag *diag)
 {
-    uint64_t needed = bitmap_bytes(resp->covered_frames);
+    uint64_t needed = bitmap_bytes(resp->nr_frames);
     uint64_t frames;
 
     if (resp->table_extents) {
@@ -562,7 +576,7 @@ struct storage {
     uint64_t extent_gpa;        /* guest address of bitmap byte @pos */
     uint64_t extent_left;       /* bytes of the extent from @pos on */
     uint64_t pos;               /* bitmap byte offset */
-    uint64_t storage_frames;    /* frames of all data extents so far */
+    uint64_t data_frames;       /* frames of the data extents checked */
 };
 
 /* Read the next chunk of the extent table and check its entries. */
@@ -613,6 +627,7 @@ static enum pvfree_error read_table_chunk(struct storage *s)
         if (err) {
             return err;
         }
+        s->data_frames = add_saturating(s->data_frames, load_le64(e + 8));
     }
     return PVFREE_OK;
 }
@@ -648,15 +663,14 @@ static enum pvfree_error next_extent(struct storage *s)
     enum pvfree_error err;
 
     if (s->next_extent == s->resp->nr_extents) {
-        return fail(s->diag, PVFREE_ERR_STORAGE, "storage", s->storage_frames,
-                    bitmap_bytes(s->resp->covered_frames));
+        return fail(s->diag, PVFREE_ERR_STORAGE, "storage", s->data_frames,
+                    bitmap_bytes(s->resp->nr_frames));
     }
     err = get_extent(s, s->next_extent, &pfn, &nr_frames);
     if (err) {
         return err;
     }
     s->next_extent++;
-    s->storage_frames = add_saturating(s->storage_frames, nr_frames);
     s->extent_gpa = pfn * FRAME_SIZE;
     s->extent_left = frames_to_bytes(nr_frames);
     return PVFREE_OK;
@@ -871,7 +885,34 @@ static enum pvfree_error scan_bytes(struct runs *runs, const uint8_t *buf,
     return PVFREE_OK;
 }
 
-/* Read and scan bitmap bytes [first, end) in chunks of @buf_size. */
+/*
+ * Is the response we are reading still the guest's answer?  Read barrier,
+ * then response_id again: a guest that stops answering (say, to reuse its
+ * storage frames) first sets it to 0, and nothing read before that may be
+ * trusted after it (spec 6.6.1 item 4).
+ */
+static enum pvfree_error recheck_response_id(struct storage *s)
+{
+    uint64_t id;
+    enum pvfree_error err;
+
+    atomic_thread_fence(memory_order_acquire);
+    err = read_response_id(s->r, s->resp->header_gpa, &id, s->diag);
+    if (err) {
+        return err;
+    }
+    if (id != s->resp->request_id) {
+        return fail(s->diag, PVFREE_ERR_CHANGED, "response_id", id,
+                    s->resp->request_id);
+    }
+    return PVFREE_OK;
+}
+
+/*
+ * Read and scan bitmap bytes [first, end) in chunks of @buf_size.  Each
+ * chunk (and the table entries read for it) is confirmed by a re-check
+ * of response_id before any of its bits can reach the callback.
+ */
 static enum pvfree_error scan_span(struct storage *s, struct runs *runs,
                                    uint8_t *buf, uint64_t buf_size,
                                    uint64_t first, uint64_t end)
@@ -885,6 +926,9 @@ static enum pvfree_error scan_span(struct storage *s, struct runs *runs,
 
         err = storage_read(s, buf, len);
         if (err == PVFREE_OK) {
+            err = recheck_response_id(s);
+        }
+        if (err == PVFREE_OK) {
             err = scan_bytes(runs, buf, len, byte);
         }
     }
@@ -893,7 +937,9 @@ static enum pvfree_error scan_span(struct storage *s, struct runs *runs,
 
 /*
  * Scan the bitmap bytes that cover RAM, skipping those that cover only
- * holes; a byte shared by two RAM ranges is read once.
+ * holes.  The byte spans of consecutive RAM ranges are merged where they
+ * touch or share a byte, so each byte is read once and abutting ranges
+ * are read as one stream.
  */
 static enum pvfree_error scan_bitmap(struct storage *s, struct runs *runs,
                                      uint8_t *buf, uint64_t buf_size)
@@ -901,24 +947,33 @@ static enum pvfree_error scan_bitmap(struct storage *s, struct runs *runs,
     const struct pvfree_reader *r = s->r;
     uint64_t base = runs->base_pfn;
     uint64_t end = base + runs->covered_frames;
-    uint64_t next_byte = 0;
+    uint64_t span_first = 0;
+    uint64_t span_end = 0;      /* empty span */
     size_t i;
     enum pvfree_error err;
 
     for (i = ram_find(r, base); i < r->nr_ram && r->ram[i].pfn < end; i++) {
-        uint64_t lo = max_u64(r->ram[i].pfn, base) - base;
-        uint64_t hi = min_u64(ram_end(r, i), end) - base;
-        uint64_t first = max_u64(lo / 8, next_byte);
-        uint64_t last = bitmap_bytes(hi);
+        uint64_t first = (max_u64(r->ram[i].pfn, base) - base) / 8;
+        uint64_t last = bitmap_bytes(min_u64(ram_end(r, i), end) - base);
 
-        if (first >= last) {
+        if (span_end != span_first && first <= span_end) {
+            span_end = max_u64(span_end, last);
             continue;
         }
-        err = scan_span(s, runs, buf, buf_size, first, last);
+        if (span_end != span_first) {
+            err = scan_span(s, runs, buf, buf_size, span_first, span_end);
+            if (err) {
+                return err;
+            }
+        }
+        span_first = first;
+        span_end = last;
+    }
+    if (span_end != span_first) {
+        err = scan_span(s, runs, buf, buf_size, span_first, span_end);
         if (err) {
             return err;
         }
-        next_byte = last;
     }
     err = flush_bits(runs);
     if (err) {
@@ -927,15 +982,19 @@ static enum pvfree_error scan_bitmap(struct storage *s, struct runs *runs,
     return flush_run(runs);
 }
 
-/* Is there storage for every byte of the bitmap, even those not read? */
-static enum pvfree_error check_storage_end(struct storage *s)
+/*
+ * Does the storage hold the whole bitmap the guest declared, even the
+ * bytes we did not read?  Known only once every table entry was read.
+ */
+static enum pvfree_error check_table_storage(struct storage *s)
 {
-    uint64_t needed = bitmap_bytes(s->resp->covered_frames);
+    uint64_t needed = bitmap_bytes(s->resp->nr_frames);
 
-    if (needed == 0 || s->pos >= needed) {
-        return PVFREE_OK;
+    if (frames_to_bytes(s->data_frames) < needed) {
+        return fail(s->diag, PVFREE_ERR_STORAGE, "storage", s->data_frames,
+                    needed);
     }
-    return storage_seek(s, needed - 1);
+    return PVFREE_OK;
 }
 
 enum pvfree_error pvfree_for_each_free_run(const struct pvfree_reader *r,
@@ -947,7 +1006,6 @@ enum pvfree_error pvfree_for_each_free_run(const struct pvfree_reader *r,
     struct runs runs;
     uint8_t *scratch;
     uint64_t bitmap_buf_size;
-    uint64_t last_id;
     enum pvfree_error err;
 
     set_diag(diag, PVFREE_OK, NULL, 0, 0, 0, 0);
@@ -970,6 +1028,8 @@ enum pvfree_error pvfree_for_each_free_run(const struct pvfree_reader *r,
         bitmap_buf_size = r->scratch_size / 2;
         s.table_buf = scratch;
         s.table_buf_entries = bitmap_buf_size / EXTENT_SIZE;
+    } else {
+        s.data_frames = inline_frames(resp, resp->nr_extents);
     }
 
     memset(&runs, 0, sizeof(runs));
@@ -983,32 +1043,24 @@ enum pvfree_error pvfree_for_each_free_run(const struct pvfree_reader *r,
     err = scan_bitmap(&s, &runs, scratch + (r->scratch_size - bitmap_buf_size),
                       bitmap_buf_size);
     if (err == PVFREE_OK) {
-        err = check_storage_end(&s);
+        err = read_rest_of_table(&s);
     }
     if (err == PVFREE_OK) {
-        err = read_rest_of_table(&s);
+        err = check_table_storage(&s);
     }
     if (err) {
         return err;
     }
 
     /*
-     * Did the guest start another response while we read this one?  Then
-     * the runs reported so far may not be a snapshot.  That only hurts
-     * the guest: each run came from its own bitmap, and dirty logging,
-     * started before the request, still catches every later write to
-     * those frames.  The caller decides whether to ask again.
+     * Last re-check, for the table entries read after the last chunk.
+     * The runs already reported stay valid whatever it says: each came
+     * from bits confirmed by an earlier re-check, so a guest that rewrote
+     * its response meanwhile can only have hurt itself, and dirty logging,
+     * armed before the request, still catches every later write to those
+     * frames.  The caller decides whether to ask again.
      */
-    atomic_thread_fence(memory_order_acquire);
-    err = read_response_id(r, resp->header_gpa, &last_id, diag);
-    if (err) {
-        return err;
-    }
-    if (last_id != resp->request_id) {
-        return fail(diag, PVFREE_ERR_CHANGED, "response_id", last_id,
-                    resp->request_id);
-    }
-    return PVFREE_OK;
+    return recheck_response_id(&s);
 }
 
 /* ---- diagnostics ---- */
@@ -1190,10 +1242,20 @@ int pvfree_diag_format(const struct pvfree_diag *diag, char *buf,
     case PVFREE_ERR_CONTENT:
         return format_content(diag, buf, size);
     case PVFREE_ERR_RANGE:
-        if (field_is(diag, "base_pfn")) {
+        if (field_is(diag, "base_pfn") &&
+            diag->nr_frames > UINT64_MAX - diag->value) {
             return snprintf(buf, size,
                             "base_pfn=0x%" PRIx64 " + nr_frames=0x%" PRIx64
                             " overflows", diag->value, diag->nr_frames);
+        }
+        if (field_is(diag, "base_pfn")) {
+            return snprintf(buf, size,
+                            "base_pfn=0x%" PRIx64 " (frames 0x%" PRIx64
+                            ") does not cover any guest RAM", diag->value,
+                            diag->nr_frames);
+        }
+        if (diag->value == 0) {
+            return snprintf(buf, size, "nr_frames=0: the bitmap is empty");
         }
         return snprintf(buf, size, "%s=0x%" PRIx64 " exceeds 0x%" PRIx64,
                         field, diag->value, diag->expected);

@@ -103,9 +103,12 @@ struct pvfree_diag {
 
 /*
  * Copy and validate the header at @header_gpa as the response to
- * @request_id.  On success fills @resp and returns PVFREE_OK.  The header
- * is copied into r->scratch.  @diag may be NULL; on failure it says what
- * was wrong first (see pvfree_diag_format()).
+ * @request_id (spec 6.6.1 and 10.1).  On success fills @resp and returns
+ * PVFREE_OK.  The header is copied into r->scratch.  @diag may be NULL;
+ * on failure it says what was wrong first (see pvfree_diag_format()).
+ * nr_frames must be >= 1 and the range must cover some of r->ram; the
+ * storage must hold ceil(nr_frames / 8) bytes (checked here if inline),
+ * but only the part of the bitmap up to the end of r->ram is ever read.
  */
 enum pvfree_error pvfree_read_response(const struct pvfree_reader *r,
                                        uint64_t header_gpa,
@@ -125,10 +128,14 @@ enum pvfree_error pvfree_read_response(const struct pvfree_reader *r,
  * table; skips bitmap bytes that cover only holes between RAM ranges.
  * Extent-table entries are checked as they are read (diag field
  * "table[n].pfn" etc.), all of them, even those the bitmap does not need.
- * If the storage ends before the bitmap (table responses) the error is
- * PVFREE_ERR_STORAGE.  Afterwards response_id is read again: if the guest
- * started another response meanwhile, returns PVFREE_ERR_CHANGED.  With
- * PVFREE_ERR_CALLBACK, diag->value/nr_frames are the run @fn refused.
+ * With a table, storage smaller than ceil(nr_frames / 8) bytes is found
+ * only here (PVFREE_ERR_STORAGE), possibly after some runs.
+ *
+ * After reading each chunk of bitmap, and before any of its bits reach
+ * @fn, response_id is read again behind a read barrier (spec 6.6.1 item
+ * 4), and once more at the end: if it changed, returns PVFREE_ERR_CHANGED
+ * and the unconfirmed chunk is discarded.  With PVFREE_ERR_CALLBACK,
+ * diag->value/nr_frames are the run @fn refused.
  */
 enum pvfree_error pvfree_for_each_free_run(const struct pvfree_reader *r,
                                            const struct pvfree_response *resp,

@@ -111,6 +111,7 @@ static int guest_read(void *opaque, uint64_t gpa, void *buf, size_t len)
     uint64_t i;
 
     g->nr_reads++;
+    if (getenv("TRACE_READS")) fprintf(stderr, "read %u gpa 0x%llx len 0x%zx\n", g->nr_reads, (unsigned long long)gpa, len);
     if (len > g->max_read_len) {
         g->max_read_len = len;
     }
@@ -479,16 +480,6 @@ static void test_empty_bitmap(void **state)
     assert_walk(g, NULL, 0);
 }
 
-static void test_no_frames(void **state)
-{
-    struct guest *g = *state;
-
-    g->resp.nr_frames = 0;
-    g->resp.nr_data = 0;
-    g->resp.bitmap_len = 0;
-    assert_walk(g, NULL, 0);
-    assert_int_equal(g->bytes_read, 8 + FRAME + 8);
-}
 
 static void test_all_free(void **state)
 {
@@ -502,42 +493,36 @@ static void test_all_free(void **state)
     assert_walk(g, expected, 2);
 }
 
-static void test_coverage_in_hole(void **state)
+/* A bitmap reaching past RAM is read only as far as RAM goes. */
+static void test_nr_frames_clipped(void **state)
 {
-    struct guest *g = *state;
-
-    memset(g->bitmap, 0xff, sizeof(g->bitmap));
-    g->resp.base_pfn = 0x8000;
-    g->resp.nr_frames = 0x800;
-    g->resp.bitmap_len = 0x100;
-    assert_walk(g, NULL, 0);
-    assert_int_equal(g->bytes_read, 8 + FRAME + 8);     /* bitmap skipped */
-}
-
-static void test_coverage_beyond_ram(void **state)
-{
-    struct guest *g = *state;
-
-    memset(g->bitmap, 0xff, sizeof(g->bitmap));
-    g->resp.base_pfn = 0xb000;
-    g->resp.nr_frames = 0x100;
-    assert_walk(g, NULL, 0);
-    assert_int_equal(g->out.covered_frames, 0);
-}
-
-/* A huge nr_frames is clipped to RAM: no more bitmap is read than that. */
-static void test_huge_nr_frames_clipped(void **state)
-{
+    static const struct gw_extent big[] = { { 0x100, 0x20 } };
     static const struct run expected[] = { { 0x9ff0, 0x10 } };
     struct guest *g = *state;
 
-    g->resp.nr_frames = UINT64_C(1) << 52;
+    g->resp.data = big;             /* room for 0x100000 frames */
+    g->resp.nr_data = 1;
+    g->resp.nr_frames = 0x100000;
     gw_set_bits(g->bitmap, 0x9ff0, 0x10);
     assert_walk(g, expected, 1);
     assert_int_equal(g->out.covered_frames, GUEST_FRAMES);
-    /* bitmap bytes of frames 0x10-0x7fff and 0x8800-0x9fff, no more */
-    assert_int_equal(g->bytes_read,
-                     8 + FRAME + (0x1000 - 2) + (0x1400 - 0x1100) + 8);
+    /*
+     * The bitmap bytes of frames 0x10-0x7fff and 0x8800-0x9fff and no
+     * more: two chunks, each re-checked, then the final re-check.
+     */
+    assert_int_equal(g->bytes_read, 8 + FRAME + (0x1000 - 2) +
+                     (0x1400 - 0x1100) + 3 * 8);
+}
+
+/* A huge nr_frames needs storage no guest RAM can hold: nothing is read. */
+static void test_huge_nr_frames(void **state)
+{
+    struct guest *g = *state;
+
+    g->resp.nr_frames = UINT64_C(1) << 52;
+    assert_rejected(g, PVFREE_ERR_STORAGE, "storage", 2, 0);
+    assert_int_equal(g->diag.expected, UINT64_C(1) << 49);
+    assert_int_equal(g->bytes_read, 8 + FRAME);
 }
 
 /* An extent may run from one RAM range into one that abuts it. */
@@ -667,6 +652,22 @@ static void test_range(void **state)
                    "overflows");
 
     g->resp.base_pfn = 0;
+    g->resp.base_pfn = 0x8000;      /* in the hole */
+    g->resp.nr_frames = 0x800;
+    assert_rejected(g, PVFREE_ERR_RANGE, "base_pfn", 0x8000, 0);
+    assert_formats(g, "base_pfn=0x8000 (frames 0x800) does not cover any "
+                   "guest RAM");
+    g->resp.base_pfn = 0xa000;      /* past RAM */
+    g->resp.nr_frames = 0x100;
+    assert_rejected(g, PVFREE_ERR_RANGE, "base_pfn", 0xa000, 0);
+    g->resp.base_pfn = 0;           /* before RAM */
+    g->resp.nr_frames = 0x10;
+    assert_rejected(g, PVFREE_ERR_RANGE, "base_pfn", 0, 0);
+
+    g->resp.nr_frames = 0;
+    assert_rejected(g, PVFREE_ERR_RANGE, "nr_frames", 0, 0);
+    assert_formats(g, "nr_frames=0: the bitmap is empty");
+
     g->resp.nr_frames = (UINT64_C(1) << 52) + 1;
     assert_rejected(g, PVFREE_ERR_RANGE, "nr_frames",
                     (UINT64_C(1) << 52) + 1, 0);
@@ -872,12 +873,24 @@ static void test_changed_during_walk(void **state)
 
     set_mixed_bits(g);
     write_guest(g);
-    g->bump_id_after = 3;   /* response_id, header, then the first bitmap */
+    g->bump_id_after = 3;   /* response_id, header, then the first chunk */
     assert_int_equal(read_response(g), PVFREE_OK);
     assert_int_equal(walk(g), PVFREE_ERR_CHANGED);
     assert_diag(g, PVFREE_ERR_CHANGED, "response_id", REQUEST + 1, 0);
-    assert_runs(g, mixed_runs, 6);  /* what was read stays reported */
+    assert_runs(g, NULL, 0);    /* the chunk's bits are discarded */
     assert_formats(g, "response_id changed from 0x5 to 0x6 while reading");
+
+    /*
+     * The first chunk is confirmed, the second not: only runs of the first
+     * that were complete before the second chunk are reported.
+     */
+    g->nr_runs = 0;
+    g->nr_reads = 0;
+    write_guest(g);
+    g->bump_id_after = 4;
+    assert_int_equal(read_response(g), PVFREE_OK);
+    assert_int_equal(walk(g), PVFREE_ERR_CHANGED);
+    assert_runs(g, mixed_runs, 2);
 }
 
 static void test_changed_during_header_copy(void **state)
@@ -1026,11 +1039,9 @@ int main(void)
         T(test_clipped_at_coverage_end),
         T(test_unaligned_base),
         T(test_empty_bitmap),
-        T(test_no_frames),
         T(test_all_free),
-        T(test_coverage_in_hole),
-        T(test_coverage_beyond_ram),
-        T(test_huge_nr_frames_clipped),
+        T(test_nr_frames_clipped),
+        T(test_huge_nr_frames),
         T(test_extent_across_abutting_ranges),
         T(test_zero_fill_and_poison_accepted),
         T(test_bad_identity),
