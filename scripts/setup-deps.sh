@@ -40,7 +40,8 @@ want() { pkgs+=("$@"); }
 for g in "${groups[@]}"; do
 	case "$g" in
 	base)
-		want build-essential libcmocka-dev clang llvm python3 pkg-config ;;
+		want build-essential libcmocka-dev clang llvm libclang-rt-14-dev \
+		     python3 pkg-config ;;
 	kvm)
 		add_source backports "Types: deb
 URIs: http://deb.debian.org/debian
