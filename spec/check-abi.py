@@ -4,7 +4,9 @@
 
 Compiles a tiny C program against abi.h to get the real offsets, sizes and
 constant values, then compares them with the layout, status, content,
-feature, PCI register and xenstore key tables of the specification.
+feature, PCI register and xenstore key tables of the specification; and
+feeds the byte-exact example of the core's Appendix A.2 to the host reader
+(host/pvfree-reader.c), which must accept it and report the stated runs.
 Exit status 0 when everything agrees, 1 otherwise.
 
 Usage: spec/check-abi.py [repo-root]    (needs python3 and a C compiler)
@@ -162,9 +164,84 @@ def check_xs(v, text):
             errors.append('transport-xenstore.md does not name %s' % s)
 
 
+def check_example(text):
+    """Feed Appendix A.2's header bytes to host/pvfree-reader.c."""
+    reader = os.path.join(ROOT, 'host', 'pvfree-reader.c')
+    if not os.path.exists(reader):
+        return
+    sec = text[text.index('### A.2'):]
+    sec = sec[:sec.index('## Appendix B')]
+    header = bytearray(4096)
+    for m in re.finditer(r'^([0-9a-f]{3}):((?: [0-9a-f]{2}){16})', sec, re.M):
+        off = int(m.group(1), 16)
+        header[off:off + 16] = bytes(int(b, 16) for b in m.group(2).split())
+    bitmap = bytes(int(b, 16) for b in
+                   re.search(r'begins `([0-9a-f ]+)`', sec).group(1).split())
+    want = [(int(a, 16), int(b)) for a, b in
+            re.findall(r'\((0x[0-9a-f]+), (\d+)\)', sec)]
+    src = r"""
+#include <stdio.h>
+#include <string.h>
+#include "pvfree-reader.h"
+static const unsigned char hdr[4096] = { %s };
+static const unsigned char bm[] = { %s };
+static int rd(void *o, uint64_t gpa, void *buf, size_t len)
+{
+    (void)o;
+    memset(buf, 0, len);
+    if (gpa >= 0x1000000ull && gpa + len <= 0x1001000ull)
+        memcpy(buf, hdr + (gpa - 0x1000000ull), len);
+    else if (gpa == 0x2000000ull)
+        memcpy(buf, bm, sizeof(bm) < len ? sizeof(bm) : len);
+    return 0;
+}
+static int run(void *o, uint64_t pfn, uint64_t n)
+{
+    (void)o;
+    printf("run %%llu %%llu\n", (unsigned long long)pfn,
+           (unsigned long long)n);
+    return 0;
+}
+int main(void)
+{
+    static unsigned char scratch[4 * 4096];
+    struct pvfree_ram_range ram = { 0, 0x4000 };
+    struct pvfree_reader r = { .read = rd, .ram = &ram, .nr_ram = 1,
+        .scratch = scratch, .scratch_size = sizeof(scratch),
+        .host_features = PVFREE_HF_ZERO_FILL };
+    struct pvfree_response resp;
+    struct pvfree_diag d;
+    int e = pvfree_read_response(&r, 0x1000000ull, 7, &resp, &d);
+    if (!e)
+        e = pvfree_for_each_free_run(&r, &resp, run, NULL, &d);
+    printf("result %%s\n", pvfree_error_name(e));
+    return 0;
+}
+""" % (', '.join(str(b) for b in header), ', '.join(str(b) for b in bitmap))
+    with tempfile.TemporaryDirectory() as tmp:
+        c = os.path.join(tmp, 'ex.c')
+        exe = os.path.join(tmp, 'ex')
+        with open(c, 'w') as fh:
+            fh.write(src)
+        cc = os.environ.get('CC', 'cc')
+        subprocess.run([cc, '-std=c11', '-I', os.path.join(ROOT, 'include'),
+                        '-I', os.path.join(ROOT, 'host'), c, reader, '-o',
+                        exe], check=True)
+        out = subprocess.run([exe], check=True, capture_output=True,
+                             text=True).stdout.split('\n')
+    runs = [tuple(int(x) for x in l.split()[1:]) for l in out
+            if l.startswith('run ')]
+    if 'result PVFREE_OK' not in out:
+        errors.append('Appendix A.2 example rejected by the reader: %r' % out)
+    if runs != want:
+        errors.append('Appendix A.2: spec states runs %r, the reader reports '
+                      '%r' % (want, runs))
+
+
 def main():
     v = abi_values()
     check_core(v, read('pvfree-v1.md'))
+    check_example(read('pvfree-v1.md'))
     check_pci(v, read('transport-pci.md'))
     check_xs(v, read('transport-xenstore.md'))
     for e in errors:
