@@ -5,6 +5,7 @@
  * with three RAM ranges, two of which abut, and a hole.  The read
  * callback refuses anything outside RAM and counts every byte it hands
  * out, so each test also checks that the reader reads guest values once.
+ * PVFREE_TRACE_READS=1 in the environment prints every read.
  *
  * Copyright (c) 2026 The pvfree authors
  */
@@ -111,7 +112,10 @@ static int guest_read(void *opaque, uint64_t gpa, void *buf, size_t len)
     uint64_t i;
 
     g->nr_reads++;
-    if (getenv("TRACE_READS")) fprintf(stderr, "read %u gpa 0x%llx len 0x%zx\n", g->nr_reads, (unsigned long long)gpa, len);
+    if (getenv("PVFREE_TRACE_READS")) {
+        fprintf(stderr, "read %u: gpa 0x%llx len 0x%zx\n", g->nr_reads,
+                (unsigned long long)gpa, len);
+    }
     if (len > g->max_read_len) {
         g->max_read_len = len;
     }
