@@ -1003,14 +1003,99 @@ static void test_bad_config(void **state)
     assert_int_equal(g->nr_reads, 0);
 }
 
+static void test_bad_config_pointers(void **state)
+{
+    struct guest *g = *state;
+    struct pvfree_reader saved = g->reader;
+
+    write_guest(g);
+    assert_int_equal(pvfree_read_response(NULL, HEADER_GPA, REQUEST, &g->out,
+                                          &g->diag), PVFREE_ERR_CONFIG);
+    assert_diag(g, PVFREE_ERR_CONFIG, "reader", 0, 0);
+    g->reader.read = NULL;
+    assert_int_equal(read_response(g), PVFREE_ERR_CONFIG);
+    assert_diag(g, PVFREE_ERR_CONFIG, "read", 0, 0);
+    g->reader = saved;
+    g->reader.scratch = NULL;
+    assert_int_equal(read_response(g), PVFREE_ERR_CONFIG);
+    assert_diag(g, PVFREE_ERR_CONFIG, "scratch", 0, 0);
+    g->reader = saved;
+    g->reader.nr_ram = 0;
+    assert_int_equal(read_response(g), PVFREE_ERR_CONFIG);
+    assert_diag(g, PVFREE_ERR_CONFIG, "nr_ram", 0, 0);
+    g->reader = saved;
+    assert_int_equal(pvfree_read_response(&g->reader, HEADER_GPA, REQUEST,
+                                          NULL, &g->diag), PVFREE_ERR_CONFIG);
+    assert_diag(g, PVFREE_ERR_CONFIG, "resp", 0, 0);
+
+    assert_int_equal(read_response(g), PVFREE_OK);
+    assert_int_equal(pvfree_for_each_free_run(&g->reader, &g->out, NULL, g,
+                                              &g->diag), PVFREE_ERR_CONFIG);
+    assert_diag(g, PVFREE_ERR_CONFIG, "fn", 0, 0);
+    assert_int_equal(pvfree_for_each_free_run(&g->reader, NULL, record_run,
+                                              g, &g->diag),
+                     PVFREE_ERR_CONFIG);
+    assert_diag(g, PVFREE_ERR_CONFIG, "resp", 0, 0);
+    g->reader.scratch_size = 0;
+    assert_int_equal(walk(g), PVFREE_ERR_CONFIG);
+    assert_int_equal(g->nr_runs, 0);
+}
+
+/* Reads that fail in the table and in the re-checks. */
+static void test_read_fails_later(void **state)
+{
+    struct guest *g = *state;
+
+    set_mixed_bits(g);
+    write_guest(g);
+    g->fail_read = 4;       /* the re-check after the first chunk */
+    assert_int_equal(read_response(g), PVFREE_OK);
+    assert_int_equal(walk(g), PVFREE_ERR_READ);
+    assert_diag(g, PVFREE_ERR_READ, "response_id", HEADER_GPA + 0x30, 0);
+    assert_int_equal(g->nr_runs, 0);
+
+    g->resp.table = table_frame;
+    g->resp.nr_table = 1;
+    write_guest(g);
+    g->nr_reads = 0;
+    g->fail_read = 3;       /* the extent table */
+    assert_int_equal(read_response(g), PVFREE_OK);
+    assert_int_equal(walk(g), PVFREE_ERR_READ);
+    assert_diag(g, PVFREE_ERR_READ, "extent table", TABLE_PFN * FRAME, 0);
+    assert_formats(g, "cannot read extent table: 0x20 bytes at gpa 0x40000");
+}
+
 static void test_error_names(void **state)
 {
+    const char *names[PVFREE_ERR_CALLBACK + 1];
+    struct pvfree_diag diag;
+    char text[160];
+    int i;
+    int j;
+
     (void)state;
-    assert_string_equal(pvfree_error_name(PVFREE_OK), "PVFREE_OK");
-    assert_string_equal(pvfree_error_name(PVFREE_ERR_STORAGE),
-                        "PVFREE_ERR_STORAGE");
+    for (i = PVFREE_OK; i <= PVFREE_ERR_CALLBACK; i++) {
+        names[i] = pvfree_error_name((enum pvfree_error)i);
+        assert_non_null(names[i]);
+        assert_memory_equal(names[i], "PVFREE_", 7);
+        for (j = 0; j < i; j++) {
+            assert_string_not_equal(names[i], names[j]);
+        }
+    }
+    assert_string_equal(names[PVFREE_OK], "PVFREE_OK");
+    assert_string_equal(names[PVFREE_ERR_STORAGE], "PVFREE_ERR_STORAGE");
     assert_string_equal(pvfree_error_name((enum pvfree_error)99),
                         "PVFREE_ERR_UNKNOWN");
+
+    memset(&diag, 0, sizeof(diag));
+    assert_int_equal(pvfree_diag_format(&diag, text, sizeof(text)), 2);
+    assert_string_equal(text, "ok");
+    /* truncated like snprintf */
+    diag.error = PVFREE_ERR_STATUS;
+    diag.value = PVFREE_STATUS_NONE;
+    assert_int_equal(pvfree_diag_format(&diag, text, 8),
+                     strlen("status=0 (NONE) is not OK"));
+    assert_string_equal(text, "status=");
 }
 
 /* A guest lying in every field still never makes the reader leave RAM. */
@@ -1067,6 +1152,8 @@ int main(void)
         T(test_read_fails),
         T(test_bad_header_gpa),
         T(test_bad_config),
+        T(test_bad_config_pointers),
+        T(test_read_fails_later),
         T(test_error_names),
         T(test_null_diag),
     };
