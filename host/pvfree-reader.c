@@ -564,7 +564,7 @@ struct storage {
 
     /* the extent table, if any: a chunk of it in table_buf */
     uint8_t *table_buf;
-    uint64_t table_buf_entries;
+    uint32_t table_buf_entries;
     uint32_t chunk_first;       /* table index of table_buf[0] */
     uint32_t chunk_entries;
     uint32_t table_read;        /* entries read from the guest so far */
@@ -583,12 +583,14 @@ struct storage {
 static enum pvfree_error read_table_chunk(struct storage *s)
 {
     const struct pvfree_response *resp = s->resp;
-    uint64_t count = min_u64(resp->nr_extents - s->table_read,
-                             s->table_buf_entries);
+    uint32_t count = resp->nr_extents - s->table_read;
     uint64_t done = 0;
-    uint64_t i;
+    uint32_t i;
     enum pvfree_error err;
 
+    if (count > s->table_buf_entries) {
+        count = s->table_buf_entries;
+    }
     while (done < count * EXTENT_SIZE) {
         const struct pvfree_extent *t;
         uint64_t left;
@@ -1027,7 +1029,8 @@ enum pvfree_error pvfree_for_each_free_run(const struct pvfree_reader *r,
     if (resp->table_extents) {
         bitmap_buf_size = r->scratch_size / 2;
         s.table_buf = scratch;
-        s.table_buf_entries = bitmap_buf_size / EXTENT_SIZE;
+        s.table_buf_entries = (uint32_t)min_u64(bitmap_buf_size / EXTENT_SIZE,
+                                                PVFREE_MAX_EXTENTS);
     } else {
         s.data_frames = inline_frames(resp, resp->nr_extents);
     }

@@ -98,20 +98,23 @@ static bool frame_is_ram(uint64_t pfn)
     return false;
 }
 
+/* Frames [pfn, pfn + nr_frames) are RAM, across abutting ranges. */
 static bool range_is_ram(uint64_t pfn, uint64_t nr_frames)
 {
-    uint64_t i;
+    uint64_t end = pfn + nr_frames;
+    size_t i;
 
-    if (nr_frames == 0 || pfn + nr_frames < pfn ||
-        pfn + nr_frames > FUZZ_RAM_END) {
+    if (nr_frames == 0 || end < pfn) {
         return false;
     }
-    for (i = pfn; i < pfn + nr_frames; i++) {
-        if (!frame_is_ram(i)) {
-            return false;
+    for (i = 0; i < FUZZ_NR_RAM && pfn < end; i++) {
+        uint64_t range_end = fuzz_ram[i].pfn + fuzz_ram[i].nr_frames;
+
+        if (pfn >= fuzz_ram[i].pfn && pfn < range_end) {
+            pfn = range_end;
         }
     }
-    return true;
+    return pfn >= end;
 }
 
 static int fuzz_read(void *opaque, uint64_t gpa, void *buf, size_t len)
