@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * pvfree guest driver: interface between the transport-independent core
+ * (pvfree_core.c) and the transports that connect it to a hypervisor
+ * (pvfree_pci.c; a Xen xenstore transport can be added the same way).
+ *
+ * The core owns the shared header frame, the free-page bitmap storage and
+ * the request work.  A transport only tells the host where the header is,
+ * forwards request notifications to pvfree_request() and rings the
+ * host's doorbell once a response has been published.
+ *
+ * Copyright (c) 2026 The pvfree authors
+ */
+#ifndef _PVFREE_H
+#define _PVFREE_H
+
+#include <linux/types.h>
+
+struct device;
+struct pvfree;
+
+/**
+ * struct pvfree_transport - how the core reaches the host
+ * @name: short name, shown as "transport" in debugfs
+ * @attach: give the host the guest physical address of the header frame
+ *	(frame aligned).  Returns 0 once the host has accepted it, or a
+ *	negative errno.  May sleep.
+ * @detach: withdraw the header.  When it returns, the host no longer
+ *	reads the header or the storage.  May sleep.
+ * @notify: doorbell: a response has been published.  Called from the
+ *	request work (process context), only while attached.
+ *
+ * The transport calls pvfree_request() from any context (including hard
+ * interrupt context) whenever the host signals a request.
+ */
+struct pvfree_transport {
+	const char *name;
+	int (*attach)(struct pvfree *pv, phys_addr_t header);
+	void (*detach)(struct pvfree *pv);
+	void (*notify)(struct pvfree *pv);
+};
+
+struct pvfree *pvfree_create(struct device *dev,
+			     const struct pvfree_transport *transport,
+			     void *priv);
+void *pvfree_priv(struct pvfree *pv);
+int pvfree_start(struct pvfree *pv);
+void pvfree_request(struct pvfree *pv);
+void pvfree_stop(struct pvfree *pv);
+void pvfree_destroy(struct pvfree *pv);
+
+/* Transports, registered by the module init of pvfree_core.c. */
+int pvfree_pci_init(void);
+void pvfree_pci_exit(void);
+
+#endif /* _PVFREE_H */

@@ -1,0 +1,915 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * pvfree guest driver core: tells the hypervisor which page frames are
+ * free so that pre-copy live migration can skip them.
+ *
+ * On request, the guest walks the buddy allocator's free lists and sets,
+ * in a bitmap shared with the host, the bits of every frame found on a
+ * free list.  Any page on a free list under zone->lock is free at that
+ * instant, and the host started dirty tracking before it published the
+ * request, so a set bit is always safe; a page missed (on a per-CPU list,
+ * or freed while the walk was elsewhere) is only a lost optimisation.
+ * See docs/design.md and include/pvfree/abi.h.
+ *
+ * Locking:
+ *   pv->grow_lock serialises storage (re)allocation;
+ *   pv->lock serialises answering a request against installing storage;
+ *   pv->reg_lock serialises attach/detach against the doorbell;
+ *   zone->lock is taken for at most PVFREE_BATCH free-list entries.
+ * No memory is allocated while a request is being answered.
+ *
+ * Copyright (c) 2026 The pvfree authors
+ */
+
+#include <linux/debugfs.h>
+#include <linux/device.h>
+#include <linux/err.h>
+#include <linux/gfp.h>
+#include <linux/io.h>
+#include <linux/kernel.h>
+#include <linux/ktime.h>
+#include <linux/list.h>
+#include <linux/memory.h>
+#include <linux/mm.h>
+#include <linux/mmzone.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/nodemask.h>
+#include <linux/notifier.h>
+#include <linux/poison.h>
+#include <linux/sched.h>
+#include <linux/seq_file.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/vmalloc.h>
+#include <linux/workqueue.h>
+
+#include "abi.h"
+#include "pvfree.h"
+
+/* ABI frames per guest page, as a shift: 0 for 4 KiB pages. */
+#define PVFREE_PAGE_FRAME_SHIFT	(PAGE_SHIFT - PVFREE_FRAME_SHIFT)
+
+/*
+ * Free-list entries examined per zone->lock hold.  Each entry costs a
+ * struct page cache miss, page_to_pfn() and setting (1 << order) bits:
+ * roughly 50-100 ns natively and a few hundred ns to ~1.5 us under TCG
+ * emulation (measured: see max_lock_hold_us in debugfs), so 256 entries
+ * keep the hold, with interrupts off, well below 1 ms under TCG and in
+ * the tens of microseconds on KVM.  page_reporting.c holds the lock for
+ * comparable stretches.
+ */
+#define PVFREE_BATCH		256
+
+/**
+ * struct pvfree_storage - the bitmap and its description to the host
+ * @bitmap: vzalloc'd bitmap, little-endian bit order (bit i is bit i % 8
+ *	of byte i / 8), one bit per ABI frame of [@start_pfn, @end_pfn)
+ * @size: bytes allocated for @bitmap, a multiple of PAGE_SIZE
+ * @start_pfn: first guest page covered
+ * @end_pfn: first guest page beyond the covered range
+ * @table: extent table if the data extents do not fit inline, else NULL
+ * @table_size: bytes allocated for @table
+ * @nr_extents: data extents
+ * @table_extents: inline extents describing @table, or 0
+ * @ext: what goes into the header's extents[] (little-endian)
+ */
+struct pvfree_storage {
+	u8 *bitmap;
+	size_t size;
+	unsigned long start_pfn;
+	unsigned long end_pfn;
+	struct pvfree_extent *table;
+	size_t table_size;
+	u32 nr_extents;
+	u32 table_extents;
+	struct pvfree_extent ext[PVFREE_INLINE_EXTENTS];
+};
+
+struct pvfree_stats {
+	bool registered;
+	u64 requests;
+	u64 last_request_id;
+	u32 last_status;
+	u8 content;
+	u64 free_frames;
+	u64 snapshot_us;
+	u32 max_lock_hold_us;
+	u64 batches;
+	u64 entries;
+	u64 out_of_range;
+	u64 ok;
+	u64 busy;
+	u64 no_space;
+	u64 unsupported;
+	u64 aborted;
+	u64 base_pfn;
+	u64 nr_frames;
+	u64 storage_bytes;
+	u32 nr_extents;
+	u32 table_extents;
+};
+
+struct pvfree {
+	struct device *dev;
+	const struct pvfree_transport *transport;
+	void *priv;
+
+	struct page *header_page;
+	struct pvfree_header *hdr;
+
+	struct mutex lock;		/* answering vs. storage install */
+	struct pvfree_storage *storage;	/* changed under lock + grow_lock */
+	u64 answered;			/* last request_id answered */
+
+	struct mutex grow_lock;		/* storage (re)allocation */
+	struct notifier_block mem_nb;
+
+	struct mutex reg_lock;		/* attach/detach vs. doorbell */
+	bool registered;		/* attached to the host */
+
+	bool stopping;			/* READ_ONCE/WRITE_ONCE */
+	struct work_struct work;
+
+	spinlock_t stats_lock;		/* protects stats */
+	struct pvfree_stats stats;
+	struct dentry *debugfs;
+};
+
+/* State of one free-list walk. */
+struct pvfree_walk {
+	struct pvfree *pv;
+	u8 *bitmap;
+	unsigned long start_pfn;
+	unsigned long end_pfn;
+	u64 batches;
+	u64 entries;
+	u64 out_of_range;
+	u64 max_hold_ns;
+};
+
+/* One pvfree device per guest: the debugfs path is fixed. */
+static DEFINE_MUTEX(pvfree_instance_lock);
+static bool pvfree_instance;
+
+static inline u64 pvfree_pfn_to_frame(unsigned long pfn)
+{
+	return (u64)pfn << PVFREE_PAGE_FRAME_SHIFT;
+}
+
+/*
+ * Byte-wise bitmap helpers: the wire format is little-endian bit order on
+ * every architecture, which byte operations give for free.
+ */
+static inline bool pvfree_test_bit(const u8 *map, u64 i)
+{
+	return map[i >> 3] & BIT(i & 7);
+}
+
+static void pvfree_set_bits(u8 *map, u64 i, u64 n)
+{
+	for (; n && (i & 7); i++, n--)
+		map[i >> 3] |= BIT(i & 7);
+	if (n >= 8) {
+		memset(map + (i >> 3), 0xff, n >> 3);
+		i += n & ~7ULL;
+		n &= 7;
+	}
+	for (; n; i++, n--)
+		map[i >> 3] |= BIT(i & 7);
+}
+
+/*
+ * The guest's RAM frame range: min zone_start_pfn .. max zone_end_pfn of
+ * the populated zones of the online nodes.
+ */
+static bool pvfree_ram_span(unsigned long *start, unsigned long *end)
+{
+	int nid, z;
+
+	*start = ULONG_MAX;
+	*end = 0;
+	for_each_online_node(nid) {
+		pg_data_t *pgdat = NODE_DATA(nid);
+
+		for (z = 0; z < MAX_NR_ZONES; z++) {
+			struct zone *zone = &pgdat->node_zones[z];
+
+			if (!populated_zone(zone))
+				continue;
+			/* Hot-plug may resize it; the walk checks bounds. */
+			*start = min(*start, data_race(zone->zone_start_pfn));
+			*end = max(*end, zone_end_pfn(zone));
+		}
+	}
+	return *end > *start;
+}
+
+static unsigned long pvfree_addr_to_pfn(const void *addr)
+{
+	if (is_vmalloc_addr(addr))
+		return vmalloc_to_pfn(addr);
+	return page_to_pfn(virt_to_page(addr));
+}
+
+static void pvfree_put_extent(struct pvfree_extent *ext, u32 max, u32 i,
+			      unsigned long pfn, unsigned long nr)
+{
+	if (!ext || i >= max)
+		return;
+	ext[i].pfn = cpu_to_le64(pvfree_pfn_to_frame(pfn));
+	ext[i].nr_frames = cpu_to_le64(pvfree_pfn_to_frame(nr));
+}
+
+/*
+ * Describe the page-aligned buffer [buf, buf + size) as extents of
+ * frames, coalescing physically contiguous pages.  Stores at most @max
+ * extents into @ext (which may be NULL) and returns how many it takes.
+ */
+static u32 pvfree_describe(const void *buf, size_t size,
+			   struct pvfree_extent *ext, u32 max)
+{
+	unsigned long pfn, run_pfn = 0, run_len = 0;
+	size_t off;
+	u32 n = 0;
+
+	for (off = 0; off < size; off += PAGE_SIZE) {
+		pfn = pvfree_addr_to_pfn(buf + off);
+		if (run_len && pfn == run_pfn + run_len) {
+			run_len++;
+			continue;
+		}
+		if (run_len)
+			pvfree_put_extent(ext, max, n++, run_pfn, run_len);
+		run_pfn = pfn;
+		run_len = 1;
+	}
+	if (run_len)
+		pvfree_put_extent(ext, max, n++, run_pfn, run_len);
+	return n;
+}
+
+static void pvfree_storage_free(struct pvfree_storage *st)
+{
+	if (!st)
+		return;
+	kvfree(st->table);
+	vfree(st->bitmap);
+	kfree(st);
+}
+
+static struct pvfree_storage *pvfree_storage_alloc(unsigned long start_pfn,
+						   unsigned long end_pfn)
+{
+	u64 nr_frames = pvfree_pfn_to_frame(end_pfn - start_pfn);
+	struct pvfree_storage *st;
+	u64 bytes = (nr_frames + 7) >> 3;
+	u32 n, t;
+
+	if (bytes > (u64)PVFREE_MAX_EXTENTS * PAGE_SIZE)
+		return ERR_PTR(-E2BIG);
+
+	st = kzalloc(sizeof(*st), GFP_KERNEL);
+	if (!st)
+		return ERR_PTR(-ENOMEM);
+	st->start_pfn = start_pfn;
+	st->end_pfn = end_pfn;
+	st->size = PAGE_ALIGN(bytes);
+	st->bitmap = vzalloc(st->size);
+	if (!st->bitmap)
+		goto nomem;
+
+	n = pvfree_describe(st->bitmap, st->size, st->ext,
+			    PVFREE_INLINE_EXTENTS);
+	if (n > PVFREE_MAX_EXTENTS)
+		goto too_big;
+	st->nr_extents = n;
+	if (n <= PVFREE_INLINE_EXTENTS)
+		return st;
+
+	/* Indirect: a table of n extents, itself described inline. */
+	st->table_size = PAGE_ALIGN((size_t)n * sizeof(struct pvfree_extent));
+	st->table = kvzalloc(st->table_size, GFP_KERNEL);
+	if (!st->table)
+		goto nomem;
+	pvfree_describe(st->bitmap, st->size, st->table, n);
+	memset(st->ext, 0, sizeof(st->ext));
+	t = pvfree_describe(st->table, st->table_size, st->ext,
+			    PVFREE_INLINE_EXTENTS);
+	if (t > PVFREE_INLINE_EXTENTS)
+		goto too_big;
+	st->table_extents = t;
+	return st;
+
+too_big:
+	pvfree_storage_free(st);
+	return ERR_PTR(-E2BIG);
+nomem:
+	pvfree_storage_free(st);
+	return ERR_PTR(-ENOMEM);
+}
+
+static bool pvfree_storage_covers(const struct pvfree_storage *st,
+				  unsigned long start, unsigned long end)
+{
+	return st && st->start_pfn <= start && end <= st->end_pfn;
+}
+
+/* Called with pv->lock and pv->grow_lock held. */
+static void pvfree_install(struct pvfree *pv, struct pvfree_storage *st)
+{
+	struct pvfree_header *hdr = pv->hdr;
+
+	/*
+	 * Withdraw any published response before its storage goes away:
+	 * the host re-reads response_id after reading the bitmap.
+	 */
+	WRITE_ONCE(hdr->response_id, 0);
+	/* Pairs with the host's read barrier before that re-read. */
+	smp_mb();
+	memcpy(hdr->extents, st->ext, sizeof(hdr->extents));
+	pv->storage = st;
+
+	spin_lock(&pv->stats_lock);
+	pv->stats.base_pfn = pvfree_pfn_to_frame(st->start_pfn);
+	pv->stats.nr_frames = pvfree_pfn_to_frame(st->end_pfn - st->start_pfn);
+	pv->stats.storage_bytes = st->size + st->table_size;
+	pv->stats.nr_extents = st->nr_extents;
+	pv->stats.table_extents = st->table_extents;
+	spin_unlock(&pv->stats_lock);
+}
+
+/*
+ * Make the storage cover the guest's RAM frame range.  Never shrinks.
+ * Called at creation and from the memory hot-plug notifier, never while
+ * answering a request.
+ */
+static void pvfree_grow(struct pvfree *pv)
+{
+	struct pvfree_storage *old, *st;
+	unsigned long start, end;
+
+	mutex_lock(&pv->grow_lock);
+	if (!pvfree_ram_span(&start, &end))
+		goto out;
+	old = pv->storage;
+	if (pvfree_storage_covers(old, start, end))
+		goto out;
+	if (old) {
+		start = min(start, old->start_pfn);
+		end = max(end, old->end_pfn);
+	}
+
+	st = pvfree_storage_alloc(start, end);
+	if (IS_ERR(st)) {
+		dev_warn(pv->dev,
+			 "no storage for frames %#llx-%#llx (%ld), answering NO_SPACE\n",
+			 pvfree_pfn_to_frame(start), pvfree_pfn_to_frame(end),
+			 PTR_ERR(st));
+		goto out;
+	}
+
+	mutex_lock(&pv->lock);
+	pvfree_install(pv, st);
+	mutex_unlock(&pv->lock);
+	pvfree_storage_free(old);
+
+	dev_info(pv->dev,
+		 "frames %#llx-%#llx, bitmap %zu KiB in %u extents%s\n",
+		 pvfree_pfn_to_frame(start), pvfree_pfn_to_frame(end),
+		 st->size >> 10, st->nr_extents,
+		 st->table_extents ? " (extent table)" : "");
+out:
+	mutex_unlock(&pv->grow_lock);
+}
+
+static int pvfree_memory_notify(struct notifier_block *nb,
+				unsigned long action, void *arg)
+{
+	struct pvfree *pv = container_of(nb, struct pvfree, mem_nb);
+
+	/*
+	 * The zone span already includes the new range at MEM_GOING_ONLINE,
+	 * before its pages reach the free lists.
+	 */
+	if (action == MEM_GOING_ONLINE || action == MEM_ONLINE)
+		pvfree_grow(pv);
+	return NOTIFY_OK;
+}
+
+/* What free pages must read as, and the host feature that provides it. */
+static u8 pvfree_content(u8 *poison, u64 *needs)
+{
+	*poison = 0;
+	/* Poisoning takes precedence over init_on_free (mm_core_init()). */
+	if (page_poisoning_enabled_static()) {
+		*poison = PAGE_POISON;
+		*needs = PVFREE_HF_POISON_FILL;
+		return PVFREE_CONTENT_POISON;
+	}
+	if (want_init_on_free()) {
+		*needs = PVFREE_HF_ZERO_FILL;
+		return PVFREE_CONTENT_ZERO;
+	}
+	*needs = 0;
+	return PVFREE_CONTENT_ANY;
+}
+
+static void pvfree_mark(struct pvfree_walk *w, struct page *page,
+			unsigned int order)
+{
+	unsigned long pfn = page_to_pfn(page);
+	unsigned long nr = 1UL << order;
+	u64 i, n;
+
+	if (pfn < w->start_pfn || pfn >= w->end_pfn ||
+	    nr > w->end_pfn - pfn) {
+		w->out_of_range++;
+		return;
+	}
+	i = pvfree_pfn_to_frame(pfn - w->start_pfn);
+	n = pvfree_pfn_to_frame(nr);
+	/* Already visited (the list was rotated, or the page merged). */
+	if (pvfree_test_bit(w->bitmap, i) &&
+	    pvfree_test_bit(w->bitmap, i + n - 1))
+		return;
+	pvfree_set_bits(w->bitmap, i, n);
+}
+
+static void pvfree_hold_end(struct pvfree_walk *w, u64 t0)
+{
+	u64 held = ktime_get_ns() - t0;
+
+	w->batches++;
+	if (held > w->max_hold_ns)
+		w->max_hold_ns = held;
+}
+
+/*
+ * Mark every page of one free list, PVFREE_BATCH entries per lock hold.
+ * Between holds the next unvisited entry is rotated to the front of the
+ * list (as page_reporting_cycle() does), so after retaking the lock the
+ * walk continues from the head; entries visited before now sit at the
+ * tail.  The walk ends at the end of the list, when it meets the first
+ * page it marked again (it has gone round), or after 2 * nr_free + one
+ * batch entries, so it terminates however the list changes meanwhile.
+ * Returns -EINTR if the driver is stopping.
+ */
+static int pvfree_walk_list(struct pvfree_walk *w, struct zone *zone,
+			    unsigned int order, unsigned int mt)
+{
+	struct free_area *area = &zone->free_area[order];
+	struct list_head *list = &area->free_list[mt];
+	struct page *page, *first = NULL;
+	unsigned long flags, budget;
+	unsigned int n;
+	bool more;
+	u64 t0;
+
+	/* Unlocked peek as in page_reporting_cycle(); a miss is harmless. */
+	if (data_race(list_empty(list)))
+		return 0;
+
+	spin_lock_irqsave(&zone->lock, flags);
+	t0 = ktime_get_ns();
+	budget = 2 * area->nr_free + PVFREE_BATCH;
+	for (;;) {
+		more = false;
+		n = 0;
+		list_for_each_entry(page, list, buddy_list) {
+			if (page == first || !budget)
+				break;
+			if (n == PVFREE_BATCH) {
+				list_rotate_to_front(&page->buddy_list, list);
+				more = true;
+				break;
+			}
+			if (!first)
+				first = page;
+			pvfree_mark(w, page, order);
+			n++;
+			budget--;
+		}
+		w->entries += n;
+		pvfree_hold_end(w, t0);
+		if (!more)
+			break;
+
+		spin_unlock_irqrestore(&zone->lock, flags);
+		cond_resched();
+		if (READ_ONCE(w->pv->stopping))
+			return -EINTR;
+		spin_lock_irqsave(&zone->lock, flags);
+		t0 = ktime_get_ns();
+	}
+	spin_unlock_irqrestore(&zone->lock, flags);
+	return 0;
+}
+
+static int pvfree_walk_zones(struct pvfree_walk *w)
+{
+	unsigned int order, mt;
+	int nid, z, ret;
+
+	for_each_online_node(nid) {
+		pg_data_t *pgdat = NODE_DATA(nid);
+
+		for (z = 0; z < MAX_NR_ZONES; z++) {
+			struct zone *zone = &pgdat->node_zones[z];
+
+			if (!populated_zone(zone))
+				continue;
+			/* MAX_ORDER (6.1) or NR_PAGE_ORDERS (6.12) entries. */
+			for (order = 0; order < ARRAY_SIZE(zone->free_area);
+			     order++) {
+				for (mt = 0; mt < MIGRATE_TYPES; mt++) {
+					if (READ_ONCE(w->pv->stopping))
+						return -EINTR;
+					ret = pvfree_walk_list(w, zone, order,
+							       mt);
+					if (ret)
+						return ret;
+				}
+			}
+		}
+	}
+	return 0;
+}
+
+static u64 pvfree_weight(const u8 *map, size_t bytes)
+{
+	const unsigned long *words = (const unsigned long *)map;
+	size_t i;
+	u64 n = 0;
+
+	/* bytes is a multiple of sizeof(long); bit order does not matter. */
+	for (i = 0; i < bytes / sizeof(long); i++)
+		n += hweight_long(words[i]);
+	return n;
+}
+
+/* Build the snapshot in st; returns a PVFREE_STATUS_*. */
+static u32 pvfree_snapshot(struct pvfree *pv, struct pvfree_storage *st,
+			   struct pvfree_walk *w, u64 *free_frames)
+{
+	u64 nr_frames = pvfree_pfn_to_frame(st->end_pfn - st->start_pfn);
+	size_t used = round_up((size_t)((nr_frames + 7) >> 3), sizeof(long));
+
+	w->bitmap = st->bitmap;
+	w->start_pfn = st->start_pfn;
+	w->end_pfn = st->end_pfn;
+	memset(st->bitmap, 0, used);
+	if (pvfree_walk_zones(w))
+		return PVFREE_STATUS_ABORTED;
+	*free_frames = pvfree_weight(st->bitmap, used);
+	return PVFREE_STATUS_OK;
+}
+
+static void pvfree_account(struct pvfree *pv, u64 id, u32 status,
+			   u8 content, u64 free_frames, u64 snapshot_us,
+			   u32 max_hold_us, const struct pvfree_walk *w)
+{
+	struct pvfree_stats *s = &pv->stats;
+
+	spin_lock(&pv->stats_lock);
+	s->requests++;
+	s->last_request_id = id;
+	s->last_status = status;
+	s->content = content;
+	s->free_frames = free_frames;
+	s->snapshot_us = snapshot_us;
+	s->max_lock_hold_us = max_hold_us;
+	s->batches = w->batches;
+	s->entries = w->entries;
+	s->out_of_range = w->out_of_range;
+	switch (status) {
+	case PVFREE_STATUS_OK:
+		s->ok++;
+		break;
+	case PVFREE_STATUS_BUSY:
+		s->busy++;
+		break;
+	case PVFREE_STATUS_NO_SPACE:
+		s->no_space++;
+		break;
+	case PVFREE_STATUS_UNSUPPORTED:
+		s->unsupported++;
+		break;
+	case PVFREE_STATUS_ABORTED:
+		s->aborted++;
+		break;
+	}
+	spin_unlock(&pv->stats_lock);
+}
+
+/* Answer request @id.  Called with pv->lock held. */
+static void pvfree_answer(struct pvfree *pv, u64 id)
+{
+	struct pvfree_storage *st = pv->storage;
+	struct pvfree_header *hdr = pv->hdr;
+	struct pvfree_walk w = { .pv = pv };
+	unsigned long start, end;
+	u64 hf, needs, free_frames = 0, snapshot_us, hold_us;
+	u8 content, poison;
+	u32 status;
+	ktime_t t0;
+
+	t0 = ktime_get();
+	hf = le64_to_cpu(READ_ONCE(hdr->host_features));
+	WRITE_ONCE(hdr->response_id, 0);
+	/* response_id = 0 is visible before the bitmap changes. */
+	smp_wmb();
+
+	content = pvfree_content(&poison, &needs);
+	if ((hf & needs) != needs)
+		status = PVFREE_STATUS_UNSUPPORTED;
+	else if (!pvfree_ram_span(&start, &end) ||
+		 !pvfree_storage_covers(st, start, end))
+		status = PVFREE_STATUS_NO_SPACE;
+	else
+		status = pvfree_snapshot(pv, st, &w, &free_frames);
+	snapshot_us = ktime_us_delta(ktime_get(), t0);
+	hold_us = div_u64(w.max_hold_ns + NSEC_PER_USEC - 1, NSEC_PER_USEC);
+
+	hdr->status = cpu_to_le32(status);
+	hdr->content = content;
+	hdr->poison = poison;
+	hdr->reserved0 = 0;
+	if (st) {
+		hdr->base_pfn = cpu_to_le64(pvfree_pfn_to_frame(st->start_pfn));
+		hdr->nr_frames = cpu_to_le64(pvfree_pfn_to_frame(st->end_pfn -
+								 st->start_pfn));
+		hdr->nr_extents = cpu_to_le32(st->nr_extents);
+		hdr->table_extents = cpu_to_le32(st->table_extents);
+	} else {
+		hdr->base_pfn = 0;
+		hdr->nr_frames = 0;
+		hdr->nr_extents = 0;
+		hdr->table_extents = 0;
+	}
+	hdr->free_frames = cpu_to_le64(free_frames);
+	hdr->snapshot_us = cpu_to_le64(snapshot_us);
+	hdr->max_lock_hold_us = cpu_to_le32(min_t(u64, hold_us, U32_MAX));
+	hdr->reserved1 = 0;
+
+	/* Everything above is visible before response_id. */
+	smp_store_release(&hdr->response_id, cpu_to_le64(id));
+	pv->answered = id;
+
+	mutex_lock(&pv->reg_lock);
+	if (pv->registered)
+		pv->transport->notify(pv);
+	mutex_unlock(&pv->reg_lock);
+
+	pvfree_account(pv, id, status, content, free_frames, snapshot_us,
+		       min_t(u64, hold_us, U32_MAX), &w);
+	dev_dbg(pv->dev,
+		"request %llu: status %u content %u free %llu frames in %llu us, %llu batches, max hold %llu us\n",
+		id, status, content, free_frames, snapshot_us, w.batches,
+		hold_us);
+}
+
+static void pvfree_work(struct work_struct *work)
+{
+	struct pvfree *pv = container_of(work, struct pvfree, work);
+	u64 id;
+
+	mutex_lock(&pv->lock);
+	/* Loop: a new request may arrive while one is being answered. */
+	while (!READ_ONCE(pv->stopping)) {
+		/* Pairs with the host's write barrier before request_id. */
+		id = le64_to_cpu(smp_load_acquire(&pv->hdr->request_id));
+		if (!id || id == pv->answered)
+			break;
+		pvfree_answer(pv, id);
+	}
+	mutex_unlock(&pv->lock);
+}
+
+/**
+ * pvfree_request - the host signalled a request
+ * @pv: the instance
+ *
+ * Any context.  Schedules the request work unless the driver is stopping.
+ */
+void pvfree_request(struct pvfree *pv)
+{
+	if (!READ_ONCE(pv->stopping))
+		queue_work(system_unbound_wq, &pv->work);
+}
+
+static int pvfree_stats_show(struct seq_file *m, void *v)
+{
+	struct pvfree *pv = m->private;
+	struct pvfree_stats s;
+
+	spin_lock(&pv->stats_lock);
+	s = pv->stats;
+	spin_unlock(&pv->stats_lock);
+
+	seq_printf(m, "transport: %s\n", pv->transport->name);
+	seq_printf(m, "registered: %d\n", s.registered);
+	seq_printf(m, "requests: %llu\n", s.requests);
+	seq_printf(m, "last_request_id: %llu\n", s.last_request_id);
+	seq_printf(m, "last_status: %u\n", s.last_status);
+	seq_printf(m, "content: %u\n", s.content);
+	seq_printf(m, "free_frames: %llu\n", s.free_frames);
+	seq_printf(m, "snapshot_us: %llu\n", s.snapshot_us);
+	seq_printf(m, "max_lock_hold_us: %u\n", s.max_lock_hold_us);
+	seq_printf(m, "batches: %llu\n", s.batches);
+	seq_printf(m, "entries: %llu\n", s.entries);
+	seq_printf(m, "out_of_range: %llu\n", s.out_of_range);
+	seq_printf(m, "status_ok: %llu\n", s.ok);
+	seq_printf(m, "status_busy: %llu\n", s.busy);
+	seq_printf(m, "status_no_space: %llu\n", s.no_space);
+	seq_printf(m, "status_unsupported: %llu\n", s.unsupported);
+	seq_printf(m, "status_aborted: %llu\n", s.aborted);
+	seq_printf(m, "base_pfn: %llu\n", s.base_pfn);
+	seq_printf(m, "nr_frames: %llu\n", s.nr_frames);
+	seq_printf(m, "storage_bytes: %llu\n", s.storage_bytes);
+	seq_printf(m, "nr_extents: %u\n", s.nr_extents);
+	seq_printf(m, "table_extents: %u\n", s.table_extents);
+	seq_printf(m, "batch_entries: %u\n", PVFREE_BATCH);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(pvfree_stats);
+
+/**
+ * pvfree_create - set up an instance for a transport
+ * @dev: the device, for messages
+ * @transport: how to reach the host
+ * @priv: transport data, see pvfree_priv()
+ *
+ * Allocates the header frame and the storage for the current RAM range.
+ * Failing to allocate storage is not fatal: requests are then answered
+ * PVFREE_STATUS_NO_SPACE.  Returns the instance or an ERR_PTR().
+ */
+struct pvfree *pvfree_create(struct device *dev,
+			     const struct pvfree_transport *transport,
+			     void *priv)
+{
+	struct pvfree_header *hdr;
+	struct pvfree *pv;
+	int ret;
+
+	mutex_lock(&pvfree_instance_lock);
+	if (pvfree_instance) {
+		mutex_unlock(&pvfree_instance_lock);
+		dev_err(dev, "only one pvfree device is supported\n");
+		return ERR_PTR(-EBUSY);
+	}
+	pvfree_instance = true;
+	mutex_unlock(&pvfree_instance_lock);
+
+	ret = -ENOMEM;
+	pv = kzalloc(sizeof(*pv), GFP_KERNEL);
+	if (!pv)
+		goto err;
+	pv->dev = dev;
+	pv->transport = transport;
+	pv->priv = priv;
+	mutex_init(&pv->lock);
+	mutex_init(&pv->grow_lock);
+	mutex_init(&pv->reg_lock);
+	spin_lock_init(&pv->stats_lock);
+	INIT_WORK(&pv->work, pvfree_work);
+
+	/* One zeroed, frame-aligned header frame (a page >= a frame). */
+	BUILD_BUG_ON(PAGE_SIZE < PVFREE_HEADER_SIZE);
+	pv->header_page = alloc_page(GFP_KERNEL | __GFP_ZERO);
+	if (!pv->header_page)
+		goto err_free;
+	hdr = page_address(pv->header_page);
+	pv->hdr = hdr;
+	hdr->magic = cpu_to_le32(PVFREE_MAGIC);
+	hdr->version = cpu_to_le16(PVFREE_VERSION);
+	hdr->header_size = cpu_to_le16(PVFREE_HEADER_SIZE);
+	hdr->guest_features = cpu_to_le64(PVFREE_GF_STATS);
+
+	pvfree_grow(pv);
+	pv->mem_nb.notifier_call = pvfree_memory_notify;
+	ret = register_memory_notifier(&pv->mem_nb);
+	if (ret)
+		goto err_storage;
+
+	pv->debugfs = debugfs_create_dir(KBUILD_MODNAME, NULL);
+	debugfs_create_file("stats", 0444, pv->debugfs, pv,
+			    &pvfree_stats_fops);
+	return pv;
+
+err_storage:
+	pvfree_storage_free(pv->storage);
+	__free_page(pv->header_page);
+err_free:
+	kfree(pv);
+err:
+	mutex_lock(&pvfree_instance_lock);
+	pvfree_instance = false;
+	mutex_unlock(&pvfree_instance_lock);
+	return ERR_PTR(ret);
+}
+
+/**
+ * pvfree_priv - the transport data given to pvfree_create()
+ * @pv: the instance
+ */
+void *pvfree_priv(struct pvfree *pv)
+{
+	return pv->priv;
+}
+
+/**
+ * pvfree_start - register the header with the host
+ * @pv: the instance
+ *
+ * Returns 0 or the transport's negative errno.
+ */
+int pvfree_start(struct pvfree *pv)
+{
+	int ret;
+
+	WRITE_ONCE(pv->stopping, false);
+	mutex_lock(&pv->lock);
+	pv->answered = 0;
+	mutex_unlock(&pv->lock);
+
+	mutex_lock(&pv->reg_lock);
+	ret = pv->transport->attach(pv, page_to_phys(pv->header_page));
+	pv->registered = !ret;
+	mutex_unlock(&pv->reg_lock);
+
+	spin_lock(&pv->stats_lock);
+	pv->stats.registered = !ret;
+	spin_unlock(&pv->stats_lock);
+	return ret;
+}
+
+/**
+ * pvfree_stop - unregister from the host and quiesce
+ * @pv: the instance
+ *
+ * Unregisters first, so the host stops reading guest storage, then waits
+ * for a running request to finish: the walk notices the stop flag between
+ * batches and answers PVFREE_STATUS_ABORTED.  The transport must not call
+ * pvfree_request() after it has stopped its notifications; requests that
+ * arrive before that are ignored.  Idempotent; may sleep.
+ */
+void pvfree_stop(struct pvfree *pv)
+{
+	WRITE_ONCE(pv->stopping, true);
+
+	mutex_lock(&pv->reg_lock);
+	if (pv->registered) {
+		pv->transport->detach(pv);
+		pv->registered = false;
+	}
+	mutex_unlock(&pv->reg_lock);
+
+	cancel_work_sync(&pv->work);
+
+	mutex_lock(&pv->lock);
+	WRITE_ONCE(pv->hdr->response_id, 0);
+	mutex_unlock(&pv->lock);
+
+	spin_lock(&pv->stats_lock);
+	pv->stats.registered = false;
+	spin_unlock(&pv->stats_lock);
+}
+
+/**
+ * pvfree_destroy - free an instance
+ * @pv: the instance
+ *
+ * Stops it if needed.  The transport must have stopped calling
+ * pvfree_request() (e.g. freed its interrupt) before.
+ */
+void pvfree_destroy(struct pvfree *pv)
+{
+	pvfree_stop(pv);
+	cancel_work_sync(&pv->work);
+	unregister_memory_notifier(&pv->mem_nb);
+	debugfs_remove_recursive(pv->debugfs);
+	pvfree_storage_free(pv->storage);
+	__free_page(pv->header_page);
+	kfree(pv);
+
+	mutex_lock(&pvfree_instance_lock);
+	pvfree_instance = false;
+	mutex_unlock(&pvfree_instance_lock);
+}
+
+static int __init pvfree_init(void)
+{
+	return pvfree_pci_init();
+}
+module_init(pvfree_init);
+
+static void __exit pvfree_exit(void)
+{
+	pvfree_pci_exit();
+}
+module_exit(pvfree_exit);
+
+MODULE_DESCRIPTION("pvfree: report free guest memory to the hypervisor for live migration");
+MODULE_AUTHOR("The pvfree authors");
+MODULE_LICENSE("GPL");
