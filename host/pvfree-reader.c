@@ -1214,6 +1214,9 @@ int pvfree_diag_format(const struct pvfree_diag *diag, char *buf,
 {
     char field[64];
 
+    if (!diag) {
+        return snprintf(buf, size, "no diagnostic");
+    }
     format_field(diag, field, sizeof(field));
     switch (diag->error) {
     case PVFREE_OK:

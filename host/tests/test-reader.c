@@ -1090,6 +1090,9 @@ static void test_error_names(void **state)
     memset(&diag, 0, sizeof(diag));
     assert_int_equal(pvfree_diag_format(&diag, text, sizeof(text)), 2);
     assert_string_equal(text, "ok");
+    assert_int_equal(pvfree_diag_format(&diag, NULL, 0), 2);
+    assert_int_equal(pvfree_diag_format(NULL, text, sizeof(text)),
+                     strlen("no diagnostic"));
     /* truncated like snprintf */
     diag.error = PVFREE_ERR_STATUS;
     diag.value = PVFREE_STATUS_NONE;
