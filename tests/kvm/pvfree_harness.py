@@ -24,8 +24,9 @@ FIRMWARE = ["-L", "/usr/share/qemu", "-L", "/usr/share/seabios"]
 DMESG_BAD = ["Oops", "BUG", "WARNING", "panic", "page allocation failure",
              "memory corruption", "Bad page"]
 DMESG_IGNORE = ["Kernel command line:", "panic=", "@@"]
-MAX_BANDWIDTH = 8 << 30        # bytes/s: local migrations are CPU bound
-DOWNTIME_LIMIT_MS = 500
+# bytes/s: local migrations are CPU bound; 0 = leave QEMU's default
+MAX_BANDWIDTH = int(os.environ.get("PVFREE_MIG_BANDWIDTH", 8 << 30))
+DOWNTIME_LIMIT_MS = int(os.environ.get("PVFREE_MIG_DOWNTIME_MS", 500))
 
 
 class TestFailure(Exception):
@@ -363,9 +364,10 @@ def migrate(src, dst, transport="tcp", timeout=600, progress=log, tag=""):
         src_uri = f"exec:cat > {mig_file}"
     else:
         raise ValueError(transport)
-    src.qmp.cmd("migrate-set-parameters",
-                {"max-bandwidth": MAX_BANDWIDTH,
-                 "downtime-limit": DOWNTIME_LIMIT_MS})
+    params = {"downtime-limit": DOWNTIME_LIMIT_MS}
+    if MAX_BANDWIDTH:
+        params["max-bandwidth"] = MAX_BANDWIDTH
+    src.qmp.cmd("migrate-set-parameters", params)
     t0 = time.time()
     src.qmp.cmd("migrate", {"uri": src_uri})
     last = 0
