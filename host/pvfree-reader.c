@@ -422,9 +422,10 @@ static enum pvfree_error check_extent(const struct pvfree_reader *r,
 }
 
 /* The extents in the header: the table's if there is one, else the data. */
-static enum pvfree_error check_inline_extents(const struct pvfree_reader *r,
-                                              const struct pvfree_response *resp,
-                                              struct pvfree_diag *diag)
+static enum pvfree_error
+check_inline_extents(const struct pvfree_reader *r,
+                     const struct pvfree_response *resp,
+                     struct pvfree_diag *diag)
 {
     uint32_t count = resp->table_extents ? resp->table_extents
                                          : resp->nr_extents;
@@ -446,8 +447,9 @@ static enum pvfree_error check_inline_extents(const struct pvfree_reader *r,
  * The storage must hold the bitmap the guest declared, ceil(nr_frames / 8)
  * bytes (spec 4.5), even though we read only the part that covers RAM.
  */
-static enum pvfree_error check_inline_storage(const struct pvfree_response *resp,
-                                              struct pvfree_diag *diag)
+static enum pvfree_error
+check_inline_storage(const struct pvfree_response *resp,
+                     struct pvfree_diag *diag)
 {
     uint64_t needed = bitmap_bytes(resp->nr_frames);
     uint64_t frames;

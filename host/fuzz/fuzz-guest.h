@@ -36,4 +36,7 @@ static const struct pvfree_ram_range fuzz_ram[] = {
 #define FUZZ_KNOB_STOP_AFTER     3  /* callback stops after n runs */
 #define FUZZ_KNOB_MAX_EXTENTS    4  /* le32: reader's max_extents */
 
+/* The fuzz target, also callable from a plain driver program. */
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 #endif /* PVFREE_FUZZ_GUEST_H */

@@ -310,8 +310,6 @@ static void setup_guest(struct fuzz_guest *g, struct pvfree_reader *r,
                                          host_features));
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static uint8_t scratch[MAX_SCRATCH];
