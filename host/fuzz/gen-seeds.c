@@ -179,10 +179,27 @@ static void knob_seeds(void)
     write_seed(&s);
     memset(s.knobs, 0, sizeof(s.knobs));
 
-    s.name = "read-fails";
+    /* reads: response_id, header, table, bitmap, re-check */
+    s.name = "read-fails-header";
+    s.knobs[FUZZ_KNOB_FAIL_READ] = 2;
+    write_seed(&s);
+    s.name = "read-fails-table";
+    s.knobs[FUZZ_KNOB_FAIL_READ] = 3;
+    write_seed(&s);
+    s.name = "read-fails-bitmap";
     s.knobs[FUZZ_KNOB_FAIL_READ] = 4;
     write_seed(&s);
+    s.name = "read-fails-recheck";
+    s.knobs[FUZZ_KNOB_FAIL_READ] = 5;
+    write_seed(&s);
     memset(s.knobs, 0, sizeof(s.knobs));
+
+    s.name = "table-storage-too-small";
+    s.resp.nr_frames = 0x10000;     /* needs 8 KiB, has 2 frames */
+    s.resp.nr_data = 1;
+    write_seed(&s);
+    s.resp.nr_frames = FUZZ_RAM_END;
+    s.resp.nr_data = 2;
 
     s.name = "changes-during-walk";
     s.knobs[FUZZ_KNOB_CHANGE_AFTER] = 4;
