@@ -25,10 +25,14 @@ struct pvfree;
  * @attach: give the host the guest physical address of the header frame
  *	(frame aligned).  Returns 0 once the host has accepted it, or a
  *	negative errno.  May sleep.
- * @detach: withdraw the header.  When it returns, the host no longer
- *	reads the header or the storage.  May sleep.
+ * @detach: withdraw the header.  Returns 0 if the host has let go of
+ *	the header and the storage (it no longer reads or writes them), or
+ *	a negative errno if it may still use them; the core then never
+ *	frees them.  May sleep.
  * @notify: doorbell: a response has been published.  Called from the
  *	request work (process context), only while attached.
+ * @keep_header: the binding forbids returning the header frame to the
+ *	allocator once published (xenstore): the core leaks it on destroy.
  *
  * The transport calls pvfree_request() from any context (including hard
  * interrupt context) whenever the host signals a request.
@@ -36,8 +40,9 @@ struct pvfree;
 struct pvfree_transport {
 	const char *name;
 	int (*attach)(struct pvfree *pv, phys_addr_t header);
-	void (*detach)(struct pvfree *pv);
+	int (*detach)(struct pvfree *pv);
 	void (*notify)(struct pvfree *pv);
+	bool keep_header;
 };
 
 struct pvfree *pvfree_create(struct device *dev,

@@ -21,6 +21,7 @@
  * Copyright (c) 2026 The pvfree authors
  */
 
+#include <linux/cc_platform.h>
 #include <linux/debugfs.h>
 #include <linux/device.h>
 #include <linux/err.h>
@@ -129,6 +130,7 @@ struct pvfree {
 	bool registered;		/* attached to the host */
 
 	bool stopping;			/* READ_ONCE/WRITE_ONCE */
+	bool leak;			/* host may still use our memory */
 	struct work_struct work;
 
 	spinlock_t stats_lock;		/* protects stats */
@@ -602,8 +604,12 @@ static void pvfree_account(struct pvfree *pv, u64 id, u32 status,
 	spin_unlock(&pv->stats_lock);
 }
 
-/* Answer request @id.  Called with pv->lock held. */
-static void pvfree_answer(struct pvfree *pv, u64 id)
+/*
+ * Answer request @id, whose request_id was acquire-loaded at @t0, following
+ * the steps of core spec section 6.4.  Called with pv->lock held.  Returns
+ * false if the response was abandoned because a newer request arrived.
+ */
+static bool pvfree_answer(struct pvfree *pv, u64 id, ktime_t t0)
 {
 	struct pvfree_storage *st = pv->storage;
 	struct pvfree_header *hdr = pv->hdr;
@@ -612,24 +618,27 @@ static void pvfree_answer(struct pvfree *pv, u64 id)
 	u64 hf, needs, free_frames = 0, snapshot_us, hold_us;
 	u8 content, poison;
 	u32 status;
-	ktime_t t0;
 
-	t0 = ktime_get();
 	hf = le64_to_cpu(READ_ONCE(hdr->host_features));
 	WRITE_ONCE(hdr->response_id, 0);
-	/* response_id = 0 is visible before the bitmap changes. */
+	/* response_id = 0 is visible before any other response write. */
 	smp_wmb();
 
 	content = pvfree_content(&poison, &needs);
-	if ((hf & needs) != needs)
+	if (READ_ONCE(pv->stopping))
+		status = PVFREE_STATUS_ABORTED;
+	else if ((hf & needs) != needs)
 		status = PVFREE_STATUS_UNSUPPORTED;
 	else if (!pvfree_ram_span(&start, &end) ||
 		 !pvfree_storage_covers(st, start, end))
 		status = PVFREE_STATUS_NO_SPACE;
 	else
 		status = pvfree_snapshot(pv, st, &w, &free_frames);
-	snapshot_us = ktime_us_delta(ktime_get(), t0);
-	hold_us = div_u64(w.max_hold_ns + NSEC_PER_USEC - 1, NSEC_PER_USEC);
+
+	/* Only the latest request needs an answer. */
+	if (status != PVFREE_STATUS_ABORTED &&
+	    le64_to_cpu(READ_ONCE(hdr->request_id)) != id)
+		return false;
 
 	hdr->status = cpu_to_le32(status);
 	hdr->content = content;
@@ -647,9 +656,15 @@ static void pvfree_answer(struct pvfree *pv, u64 id)
 		hdr->nr_extents = 0;
 		hdr->table_extents = 0;
 	}
+	if (status != PVFREE_STATUS_OK)
+		free_frames = 0;
+	hold_us = min_t(u64, U32_MAX,
+			div_u64(w.max_hold_ns + NSEC_PER_USEC - 1,
+				NSEC_PER_USEC));
+	snapshot_us = ktime_us_delta(ktime_get(), t0);
 	hdr->free_frames = cpu_to_le64(free_frames);
 	hdr->snapshot_us = cpu_to_le64(snapshot_us);
-	hdr->max_lock_hold_us = cpu_to_le32(min_t(u64, hold_us, U32_MAX));
+	hdr->max_lock_hold_us = cpu_to_le32(hold_us);
 	hdr->reserved1 = 0;
 
 	/* Everything above is visible before response_id. */
@@ -662,27 +677,44 @@ static void pvfree_answer(struct pvfree *pv, u64 id)
 	mutex_unlock(&pv->reg_lock);
 
 	pvfree_account(pv, id, status, content, free_frames, snapshot_us,
-		       min_t(u64, hold_us, U32_MAX), &w);
+		       hold_us, &w);
 	dev_dbg(pv->dev,
-		"request %llu: status %u content %u free %llu frames in %llu us, %llu batches, max hold %llu us\n",
+		"request %llu: status %u content %u, %llu free frames, %llu us, %llu batches, max hold %llu us\n",
 		id, status, content, free_frames, snapshot_us, w.batches,
 		hold_us);
+	return true;
+}
+
+/*
+ * Answer the request in the header unless it was answered already; loop,
+ * since a new request may arrive meanwhile.  When stopping, answers a
+ * pending request ABORTED.  Called with pv->lock held.
+ */
+static void pvfree_process(struct pvfree *pv)
+{
+	ktime_t t0;
+	u64 id;
+
+	lockdep_assert_held(&pv->lock);
+	for (;;) {
+		t0 = ktime_get();
+		/* Pairs with the host's release store of request_id. */
+		id = le64_to_cpu(smp_load_acquire(&pv->hdr->request_id));
+		/* Any other non-zero id is new: ids need not increase. */
+		if (!id || id == pv->answered)
+			break;
+		if (pvfree_answer(pv, id, t0) && READ_ONCE(pv->stopping))
+			break;
+	}
 }
 
 static void pvfree_work(struct work_struct *work)
 {
 	struct pvfree *pv = container_of(work, struct pvfree, work);
-	u64 id;
 
 	mutex_lock(&pv->lock);
-	/* Loop: a new request may arrive while one is being answered. */
-	while (!READ_ONCE(pv->stopping)) {
-		/* Pairs with the host's write barrier before request_id. */
-		id = le64_to_cpu(smp_load_acquire(&pv->hdr->request_id));
-		if (!id || id == pv->answered)
-			break;
-		pvfree_answer(pv, id);
-	}
+	if (!READ_ONCE(pv->stopping))
+		pvfree_process(pv);
 	mutex_unlock(&pv->lock);
 }
 
@@ -751,6 +783,12 @@ struct pvfree *pvfree_create(struct device *dev,
 	struct pvfree_header *hdr;
 	struct pvfree *pv;
 	int ret;
+
+	/* The host cannot read private memory of a confidential guest. */
+	if (cc_platform_has(CC_ATTR_GUEST_MEM_ENCRYPT)) {
+		dev_info(dev, "guest memory is encrypted, not registering\n");
+		return ERR_PTR(-ENODEV);
+	}
 
 	mutex_lock(&pvfree_instance_lock);
 	if (pvfree_instance) {
@@ -822,18 +860,28 @@ void *pvfree_priv(struct pvfree *pv)
  * pvfree_start - register the header with the host
  * @pv: the instance
  *
+ * The transport must be ready to deliver requests before it is called.
  * Returns 0 or the transport's negative errno.
  */
 int pvfree_start(struct pvfree *pv)
 {
+	struct pvfree_header *hdr = pv->hdr;
 	int ret;
 
-	WRITE_ONCE(pv->stopping, false);
 	mutex_lock(&pv->lock);
+	/*
+	 * Not registered, so the host area may be written: a new
+	 * registration starts with request_id = response_id = 0.
+	 */
+	memset((u8 *)hdr + offsetof(struct pvfree_header, host_features), 0,
+	       offsetof(struct pvfree_header, extents) -
+	       offsetof(struct pvfree_header, host_features));
 	pv->answered = 0;
+	WRITE_ONCE(pv->stopping, false);
 	mutex_unlock(&pv->lock);
 
 	mutex_lock(&pv->reg_lock);
+	/* attach() orders the header writes before the registration. */
 	ret = pv->transport->attach(pv, page_to_phys(pv->header_page));
 	pv->registered = !ret;
 	mutex_unlock(&pv->reg_lock);
@@ -841,6 +889,8 @@ int pvfree_start(struct pvfree *pv)
 	spin_lock(&pv->stats_lock);
 	pv->stats.registered = !ret;
 	spin_unlock(&pv->stats_lock);
+	if (!ret)
+		pvfree_request(pv);
 	return ret;
 }
 
@@ -848,28 +898,34 @@ int pvfree_start(struct pvfree *pv)
  * pvfree_stop - unregister from the host and quiesce
  * @pv: the instance
  *
- * Unregisters first, so the host stops reading guest storage, then waits
- * for a running request to finish: the walk notices the stop flag between
- * batches and answers PVFREE_STATUS_ABORTED.  The transport must not call
- * pvfree_request() after it has stopped its notifications; requests that
- * arrive before that are ignored.  Idempotent; may sleep.
+ * Sets the stop flag, which a running walk notices between batches; waits
+ * for the request work; answers a request not yet answered ABORTED (and
+ * rings the doorbell); withdraws any response (response_id = 0); then
+ * unregisters through the transport.  Requests signalled afterwards are
+ * ignored.  Idempotent; may sleep.
  */
 void pvfree_stop(struct pvfree *pv)
 {
 	WRITE_ONCE(pv->stopping, true);
-
-	mutex_lock(&pv->reg_lock);
-	if (pv->registered) {
-		pv->transport->detach(pv);
-		pv->registered = false;
-	}
-	mutex_unlock(&pv->reg_lock);
-
 	cancel_work_sync(&pv->work);
 
 	mutex_lock(&pv->lock);
+	pvfree_process(pv);
 	WRITE_ONCE(pv->hdr->response_id, 0);
+	/* No storage or header reuse before the host can see the 0. */
+	smp_wmb();
 	mutex_unlock(&pv->lock);
+
+	mutex_lock(&pv->reg_lock);
+	if (pv->registered) {
+		if (pv->transport->detach(pv)) {
+			dev_err(pv->dev,
+				"unregistration failed, leaking the header and storage\n");
+			pv->leak = true;
+		}
+		pv->registered = false;
+	}
+	mutex_unlock(&pv->reg_lock);
 
 	spin_lock(&pv->stats_lock);
 	pv->stats.registered = false;
@@ -889,8 +945,11 @@ void pvfree_destroy(struct pvfree *pv)
 	cancel_work_sync(&pv->work);
 	unregister_memory_notifier(&pv->mem_nb);
 	debugfs_remove_recursive(pv->debugfs);
-	pvfree_storage_free(pv->storage);
-	__free_page(pv->header_page);
+	if (!pv->leak) {
+		pvfree_storage_free(pv->storage);
+		if (!pv->transport->keep_header)
+			__free_page(pv->header_page);
+	}
 	kfree(pv);
 
 	mutex_lock(&pvfree_instance_lock);

@@ -60,13 +60,20 @@ static int pvfree_pci_attach(struct pvfree *pv, phys_addr_t header)
 	return 0;
 }
 
-static void pvfree_pci_detach(struct pvfree *pv)
+static int pvfree_pci_detach(struct pvfree *pv)
 {
 	struct pvfree_pci *pp = pvfree_priv(pv);
+	u32 status;
 
 	pvfree_pci_write(pp, PVFREE_PCI_REG_COMMAND, PVFREE_PCI_CMD_UNREGISTER);
-	/* Flush: the device has dropped the header once this read returns. */
-	pvfree_pci_read(pp, PVFREE_PCI_REG_STATUS);
+	/* The device has let go of our memory once STATUS says so. */
+	status = pvfree_pci_read(pp, PVFREE_PCI_REG_STATUS);
+	if (status & PVFREE_PCI_STATUS_REGISTERED) {
+		dev_err(&pp->pdev->dev, "UNREGISTER failed (status %#x)\n",
+			status);
+		return -EIO;
+	}
+	return 0;
 }
 
 static void pvfree_pci_notify(struct pvfree *pv)
