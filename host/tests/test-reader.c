@@ -32,7 +32,7 @@
 #define TABLE_PFN           0x40u
 #define REQUEST             5u
 #define BITMAP_BYTES        (GUEST_FRAMES / 8)
-#define MAX_RUNS            64
+#define MAX_RUNS            20000
 #define RESPONSE_ID_AT      offsetof(struct pvfree_header, response_id)
 
 /* A: [0x10, 0x4000), B: [0x4000, 0x8000), hole, C: [0x8800, 0xa000) */
@@ -530,6 +530,63 @@ static void test_huge_nr_frames(void **state)
 }
 
 /* An extent may run from one RAM range into one that abuts it. */
+/* Maximal runs of frames that are RAM and marked free, bit by bit. */
+static size_t expected_runs(const uint8_t *bitmap, uint64_t base_pfn,
+                            uint64_t nr_frames, struct run *runs)
+{
+    size_t n = 0;
+    uint64_t i;
+
+    for (i = 0; i < nr_frames; i++) {
+        uint64_t pfn = base_pfn + i;
+
+        if (!frame_is_ram(pfn) || !((bitmap[i / 8] >> (i % 8)) & 1)) {
+            continue;
+        }
+        if (n > 0 && runs[n - 1].pfn + runs[n - 1].nr_frames == pfn) {
+            runs[n - 1].nr_frames++;
+        } else {
+            assert_true(n < MAX_RUNS);
+            runs[n].pfn = pfn;
+            runs[n].nr_frames = 1;
+            n++;
+        }
+    }
+    return n;
+}
+
+/* Pseudo-random bitmaps, 25%, 50% and 75% free, against a bit-by-bit walk. */
+static void test_random_bitmaps(void **state)
+{
+    static struct run expected[MAX_RUNS];
+    struct guest *g = *state;
+    uint64_t x = 0x9e3779b97f4a7c15u;
+    size_t n;
+    size_t i;
+    unsigned k;
+
+    for (k = 0; k < 6; k++) {
+        for (i = 0; i < BITMAP_BYTES; i++) {
+            uint8_t a;
+            uint8_t b;
+
+            x = x * 6364136223846793005u + 1442695040888963407u;
+            a = (uint8_t)(x >> 56);
+            b = (uint8_t)(x >> 40);
+            g->bitmap[i] = k % 3 == 0 ? a : k % 3 == 1 ? a & b : a | b;
+        }
+        /* inline with base 0, then a table with an unaligned base */
+        g->resp.base_pfn = k % 2 ? 0x5 : 0;
+        g->resp.nr_frames = GUEST_FRAMES - g->resp.base_pfn;
+        g->resp.table = k % 2 ? table_frame : NULL;
+        g->resp.nr_table = k % 2 ? 1 : 0;
+        n = expected_runs(g->bitmap, g->resp.base_pfn, g->resp.nr_frames,
+                          expected);
+        assert_true(n > 1000);
+        assert_walk(g, expected, n);
+    }
+}
+
 static void test_extent_across_abutting_ranges(void **state)
 {
     static const struct gw_extent across[] = { { 0x3fff, 2 } };
@@ -1134,6 +1191,7 @@ int main(void)
         T(test_all_free),
         T(test_nr_frames_clipped),
         T(test_huge_nr_frames),
+        T(test_random_bitmaps),
         T(test_extent_across_abutting_ranges),
         T(test_zero_fill_and_poison_accepted),
         T(test_bad_identity),
