@@ -753,6 +753,7 @@ struct runs {
     pvfree_run_fn fn;
     void *opaque;
     struct pvfree_diag *diag;
+    size_t ram_index;           /* no run ends before r->ram[ram_index] */
     uint64_t bits_start;        /* pending run of set bits */
     uint64_t bits_end;
     uint64_t run_pfn;           /* pending run for fn */
@@ -808,7 +809,12 @@ static enum pvfree_error flush_bits(struct runs *runs)
     }
     start += runs->base_pfn;
     end += runs->base_pfn;
-    for (i = ram_find(r, start); i < r->nr_ram && r->ram[i].pfn < end; i++) {
+    /* Runs ascend, so the first RAM range they can touch only moves up. */
+    while (runs->ram_index < r->nr_ram &&
+           ram_end(r, runs->ram_index) <= start) {
+        runs->ram_index++;
+    }
+    for (i = runs->ram_index; i < r->nr_ram && r->ram[i].pfn < end; i++) {
         uint64_t lo = max_u64(start, r->ram[i].pfn);
         uint64_t hi = min_u64(end, ram_end(r, i));
 
