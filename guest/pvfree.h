@@ -58,4 +58,18 @@ void pvfree_destroy(struct pvfree *pv);
 int pvfree_pci_init(void);
 void pvfree_pci_exit(void);
 
+#ifdef PVFREE_SELFTEST
+int pvfree_selftest_init(void);
+void pvfree_selftest_exit(void);
+#else
+static inline int pvfree_selftest_init(void)
+{
+	return 0;
+}
+
+static inline void pvfree_selftest_exit(void)
+{
+}
+#endif
+
 #endif /* _PVFREE_H */

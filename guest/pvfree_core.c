@@ -959,13 +959,23 @@ void pvfree_destroy(struct pvfree *pv)
 
 static int __init pvfree_init(void)
 {
-	return pvfree_pci_init();
+	int ret;
+
+	/* Test builds only: the self-test instance takes precedence. */
+	ret = pvfree_selftest_init();
+	if (ret)
+		pr_warn("pvfree: self-test transport not started (%d)\n", ret);
+	ret = pvfree_pci_init();
+	if (ret)
+		pvfree_selftest_exit();
+	return ret;
 }
 module_init(pvfree_init);
 
 static void __exit pvfree_exit(void)
 {
 	pvfree_pci_exit();
+	pvfree_selftest_exit();
 }
 module_exit(pvfree_exit);
 

@@ -14,6 +14,9 @@
 #   APPEND    extra kernel command line
 #   LOOPS     rmmod/insmod iterations (default 10)
 #   GUEST_SCRIPT  extra shell run in the guest after the checks
+#   SELFTEST  1: build with the self-test transport (no device needed) and
+#             run requests from inside the guest, also with fragmented
+#             free memory
 # Scratch files go to /tmp/pvfree-guest/smoke-FLAVOUR/.
 set -euo pipefail
 
@@ -30,7 +33,8 @@ read -r _ rel kdir hdir < <("$top/scripts/guest-kernels.sh" "$flavour")
 work=/tmp/pvfree-guest/smoke-$flavour
 mkdir -p "$work"
 
-make -s -C "$here" module KDIR="$hdir" O="$work/build" >"$work/build.log" 2>&1 ||
+make -s -C "$here" module KDIR="$hdir" O="$work/build" \
+	${SELFTEST:+SELFTEST=1} >"$work/build.log" 2>&1 ||
 	{ cat "$work/build.log"; exit 1; }
 
 # initramfs: busybox-static, pvfree.ko and an init script
@@ -44,6 +48,22 @@ for a in sh mount insmod rmmod lsmod dmesg cat grep echo sleep seq poweroff \
 done
 cp "$work/build/pvfree.ko" "$root/pvfree.ko"
 printf '%s\n' "${GUEST_SCRIPT:-true}" >"$root/extra.sh"
+if [ -n "${SELFTEST:-}" ]; then
+	cat >>"$root/extra.sh" <<'EOS'
+req=/sys/kernel/debug/pvfree-selftest/request
+grep MemFree /proc/meminfo
+for hf in 0 1 2 3; do echo $hf >$req; echo "SELFTEST hf=$hf: $(cat $req)"; done
+# fragment: fill tmpfs with page cache, free every other file
+i=0; while [ $i -lt 400 ]; do dd if=/dev/zero of=/tmp/f$i bs=4k count=256 2>/dev/null; i=$((i + 1)); done
+i=0; while [ $i -lt 400 ]; do rm /tmp/f$i; i=$((i + 2)); done
+grep MemFree /proc/meminfo
+echo 1 >$req; echo "SELFTEST fragmented: $(cat $req)"
+rm -f /tmp/f*
+echo 1 >$req; echo "SELFTEST after rm: $(cat $req)"
+grep -q FAIL $req && echo "SMOKE-FAIL: selftest" || echo "SMOKE-OK: selftest"
+cat /sys/kernel/debug/pvfree/stats
+EOS
+fi
 cat >"$root/init" <<EOF
 #!/bin/sh
 export PATH=/bin

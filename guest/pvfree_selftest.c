@@ -1,0 +1,295 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * pvfree self-test transport (CONFIG_PVFREE_SELFTEST, test builds only).
+ *
+ * Plays the host inside the guest, so that the request path can be tested
+ * without a hypervisor: writing a host_features value (e.g. "0x1") to
+ * /sys/kernel/debug/pvfree-selftest/request publishes a request into the
+ * header, waits for the doorbell and then reads the response the way a
+ * host does, through the extents.  It checks the response fields, counts
+ * the bits through the storage description, and checks that the header
+ * and storage frames are not marked free.  The result is logged and can
+ * be read back from the same file.
+ *
+ * Copyright (c) 2026 The pvfree authors
+ */
+
+#include <linux/completion.h>
+#include <linux/debugfs.h>
+#include <linux/err.h>
+#include <linux/io.h>
+#include <linux/kernel.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/platform_device.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+
+#include "abi.h"
+#include "pvfree.h"
+
+struct pvfree_selftest {
+	struct platform_device *pdev;
+	struct pvfree *pv;
+	struct pvfree_header *hdr;	/* the "host's" view */
+	phys_addr_t hdr_phys;
+	struct completion doorbell;
+	struct mutex lock;		/* one request at a time */
+	u64 next_id;
+	char result[256];
+	struct dentry *dir;
+};
+
+static struct pvfree_selftest *pvfree_st;
+
+static int pvfree_st_attach(struct pvfree *pv, phys_addr_t header)
+{
+	struct pvfree_selftest *st = pvfree_priv(pv);
+
+	st->hdr_phys = header;
+	st->hdr = phys_to_virt(header);
+	return 0;
+}
+
+static int pvfree_st_detach(struct pvfree *pv)
+{
+	struct pvfree_selftest *st = pvfree_priv(pv);
+
+	st->hdr = NULL;
+	return 0;
+}
+
+static void pvfree_st_notify(struct pvfree *pv)
+{
+	struct pvfree_selftest *st = pvfree_priv(pv);
+
+	complete(&st->doorbell);
+}
+
+static const struct pvfree_transport pvfree_st_transport = {
+	.name = "selftest",
+	.attach = pvfree_st_attach,
+	.detach = pvfree_st_detach,
+	.notify = pvfree_st_notify,
+};
+
+/* Data extent @k, from the inline array or the extent table. */
+static bool pvfree_st_extent(struct pvfree_header *h, u32 k,
+			     struct pvfree_extent *out)
+{
+	u32 table = le32_to_cpu(h->table_extents);
+	u64 byte = (u64)k * sizeof(*out), skip;
+	u32 i;
+
+	if (!table) {
+		*out = h->extents[k];
+		return true;
+	}
+	for (i = 0; i < table; i++) {
+		u64 len = le64_to_cpu(h->extents[i].nr_frames) << 12;
+
+		if (byte < len) {
+			skip = (le64_to_cpu(h->extents[i].pfn) << 12) + byte;
+			memcpy(out, phys_to_virt(skip), sizeof(*out));
+			return true;
+		}
+		byte -= len;
+	}
+	return false;
+}
+
+/* Bitmap byte @j through the data extents. */
+static u8 *pvfree_st_byte(struct pvfree_header *h, u64 j)
+{
+	struct pvfree_extent e;
+	u32 k, n = le32_to_cpu(h->nr_extents);
+
+	for (k = 0; k < n; k++) {
+		u64 len;
+
+		if (!pvfree_st_extent(h, k, &e))
+			return NULL;
+		len = le64_to_cpu(e.nr_frames) << 12;
+		if (j < len)
+			return phys_to_virt((le64_to_cpu(e.pfn) << 12) + j);
+		j -= len;
+	}
+	return NULL;
+}
+
+static bool pvfree_st_bit(struct pvfree_header *h, u64 frame)
+{
+	u64 base = le64_to_cpu(h->base_pfn);
+	u64 i;
+	u8 *b;
+
+	if (frame < base || frame - base >= le64_to_cpu(h->nr_frames))
+		return false;
+	i = frame - base;
+	b = pvfree_st_byte(h, i >> 3);
+	return b && (*b & BIT(i & 7));
+}
+
+static int pvfree_st_check(struct pvfree_selftest *st, u64 id)
+{
+	struct pvfree_header *h = st->hdr;
+	u64 frames, bytes, j, bits = 0, i;
+	u32 status, k;
+	u8 *b;
+
+	/* Pairs with the driver's release store of response_id. */
+	if (le64_to_cpu(smp_load_acquire(&h->response_id)) != id)
+		return scnprintf(st->result, sizeof(st->result),
+				 "FAIL request %llu: response_id %llu\n", id,
+				 le64_to_cpu(h->response_id));
+	status = le32_to_cpu(h->status);
+	if (status != PVFREE_STATUS_OK)
+		return scnprintf(st->result, sizeof(st->result),
+				 "request %llu: status %u content %u poison %#x\n",
+				 id, status, h->content, h->poison);
+
+	frames = le64_to_cpu(h->nr_frames);
+	bytes = (frames + 7) >> 3;
+	for (j = 0; j < bytes; j++) {
+		b = pvfree_st_byte(h, j);
+		if (!b)
+			return scnprintf(st->result, sizeof(st->result),
+					 "FAIL request %llu: byte %llu not in storage\n",
+					 id, j);
+		bits += hweight8(*b);
+		if (!(j & 4095))
+			cond_resched();
+	}
+	if (bits != le64_to_cpu(h->free_frames))
+		return scnprintf(st->result, sizeof(st->result),
+				 "FAIL request %llu: %llu bits, free_frames %llu\n",
+				 id, bits, le64_to_cpu(h->free_frames));
+	if (pvfree_st_bit(h, st->hdr_phys >> 12))
+		return scnprintf(st->result, sizeof(st->result),
+				 "FAIL request %llu: header frame marked free\n",
+				 id);
+	for (k = 0; k < le32_to_cpu(h->nr_extents); k++) {
+		struct pvfree_extent e;
+
+		if (!pvfree_st_extent(h, k, &e))
+			break;
+		for (i = 0; i < le64_to_cpu(e.nr_frames); i++)
+			if (pvfree_st_bit(h, le64_to_cpu(e.pfn) + i))
+				return scnprintf(st->result,
+						 sizeof(st->result),
+						 "FAIL request %llu: storage frame %#llx marked free\n",
+						 id, le64_to_cpu(e.pfn) + i);
+	}
+	return scnprintf(st->result, sizeof(st->result),
+			 "request %llu: status 1 content %u free_frames %llu (%llu MiB) of %llu, snapshot_us %llu max_lock_hold_us %u extents %u/%u\n",
+			 id, h->content, bits, bits >> 8, frames,
+			 le64_to_cpu(h->snapshot_us),
+			 le32_to_cpu(h->max_lock_hold_us),
+			 le32_to_cpu(h->nr_extents),
+			 le32_to_cpu(h->table_extents));
+}
+
+static ssize_t pvfree_st_write(struct file *file, const char __user *buf,
+			       size_t len, loff_t *ppos)
+{
+	struct pvfree_selftest *st = file->private_data;
+	u64 hf, id;
+	int ret;
+
+	ret = kstrtou64_from_user(buf, len, 0, &hf);
+	if (ret)
+		return ret;
+
+	mutex_lock(&st->lock);
+	if (!st->hdr) {
+		mutex_unlock(&st->lock);
+		return -ENODEV;
+	}
+	id = ++st->next_id;
+	reinit_completion(&st->doorbell);
+	WRITE_ONCE(st->hdr->host_features, cpu_to_le64(hf));
+	/* host_features is visible before request_id. */
+	smp_store_release(&st->hdr->request_id, cpu_to_le64(id));
+	pvfree_request(st->pv);
+	if (!wait_for_completion_timeout(&st->doorbell, 5 * HZ))
+		scnprintf(st->result, sizeof(st->result),
+			  "FAIL request %llu: timeout\n", id);
+	else
+		pvfree_st_check(st, id);
+	pr_info("pvfree-selftest: %s", st->result);
+	mutex_unlock(&st->lock);
+	return len;
+}
+
+static ssize_t pvfree_st_read(struct file *file, char __user *buf,
+			      size_t len, loff_t *ppos)
+{
+	struct pvfree_selftest *st = file->private_data;
+	char result[sizeof(st->result)];
+
+	mutex_lock(&st->lock);
+	strscpy(result, st->result, sizeof(result));
+	mutex_unlock(&st->lock);
+	return simple_read_from_buffer(buf, len, ppos, result,
+				       strlen(result));
+}
+
+static const struct file_operations pvfree_st_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.read = pvfree_st_read,
+	.write = pvfree_st_write,
+	.llseek = default_llseek,
+};
+
+int pvfree_selftest_init(void)
+{
+	struct pvfree_selftest *st;
+	int ret;
+
+	st = kzalloc(sizeof(*st), GFP_KERNEL);
+	if (!st)
+		return -ENOMEM;
+	init_completion(&st->doorbell);
+	mutex_init(&st->lock);
+	st->pdev = platform_device_register_simple("pvfree-selftest", -1,
+						   NULL, 0);
+	if (IS_ERR(st->pdev)) {
+		ret = PTR_ERR(st->pdev);
+		goto err_free;
+	}
+	st->pv = pvfree_create(&st->pdev->dev, &pvfree_st_transport, st);
+	if (IS_ERR(st->pv)) {
+		ret = PTR_ERR(st->pv);
+		goto err_pdev;
+	}
+	ret = pvfree_start(st->pv);
+	if (ret)
+		goto err_destroy;
+	st->dir = debugfs_create_dir("pvfree-selftest", NULL);
+	debugfs_create_file("request", 0600, st->dir, st, &pvfree_st_fops);
+	pvfree_st = st;
+	return 0;
+
+err_destroy:
+	pvfree_destroy(st->pv);
+err_pdev:
+	platform_device_unregister(st->pdev);
+err_free:
+	kfree(st);
+	return ret;
+}
+
+void pvfree_selftest_exit(void)
+{
+	struct pvfree_selftest *st = pvfree_st;
+
+	if (!st)
+		return;
+	debugfs_remove_recursive(st->dir);
+	pvfree_destroy(st->pv);
+	platform_device_unregister(st->pdev);
+	kfree(st);
+	pvfree_st = NULL;
+}
