@@ -9,7 +9,8 @@
  * host does, through the extents.  It checks the response fields, counts
  * the bits through the storage description, and checks that the header
  * and storage frames are not marked free.  The result is logged and can
- * be read back from the same file.
+ * be read back from the same file.  Writing N to .../fragment holds every
+ * other page of N fresh pages, to make long order-0 free lists.
  *
  * Copyright (c) 2026 The pvfree authors
  */
@@ -25,6 +26,7 @@
 #include <linux/platform_device.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <linux/vmalloc.h>
 
 #include "abi.h"
 #include "pvfree.h"
@@ -39,6 +41,8 @@ struct pvfree_selftest {
 	u64 next_id;
 	char result[256];
 	struct dentry *dir;
+	struct page **held;		/* pages held by "fragment" */
+	unsigned long nr_held;
 };
 
 static struct pvfree_selftest *pvfree_st;
@@ -235,6 +239,66 @@ static ssize_t pvfree_st_read(struct file *file, char __user *buf,
 				       strlen(result));
 }
 
+static void pvfree_st_release_held(struct pvfree_selftest *st)
+{
+	unsigned long i;
+
+	for (i = 0; i < st->nr_held; i++)
+		if (st->held[i])
+			__free_page(st->held[i]);
+	vfree(st->held);
+	st->held = NULL;
+	st->nr_held = 0;
+}
+
+/*
+ * Writing N to "fragment" allocates N pages and frees every other one,
+ * leaving about N / 2 order-0 entries on the free lists whose buddies
+ * are in use: long lists for the batched walk.  Writing 0 frees the rest.
+ */
+static ssize_t pvfree_st_fragment(struct file *file, const char __user *buf,
+				  size_t len, loff_t *ppos)
+{
+	struct pvfree_selftest *st = file->private_data;
+	unsigned long n, i;
+	int ret;
+
+	ret = kstrtoul_from_user(buf, len, 0, &n);
+	if (ret)
+		return ret;
+	mutex_lock(&st->lock);
+	pvfree_st_release_held(st);
+	if (n) {
+		st->held = vzalloc(array_size(n, sizeof(*st->held)));
+		if (!st->held) {
+			mutex_unlock(&st->lock);
+			return -ENOMEM;
+		}
+		for (i = 0; i < n; i++) {
+			st->held[i] = alloc_page(GFP_KERNEL | __GFP_NOWARN);
+			if (!st->held[i])
+				break;
+			cond_resched();
+		}
+		st->nr_held = i;
+		for (i = 0; i < st->nr_held; i += 2) {
+			__free_page(st->held[i]);
+			st->held[i] = NULL;
+		}
+		pr_info("pvfree-selftest: holding %lu of %lu pages\n",
+			st->nr_held / 2, n);
+	}
+	mutex_unlock(&st->lock);
+	return len;
+}
+
+static const struct file_operations pvfree_st_fragment_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.write = pvfree_st_fragment,
+	.llseek = default_llseek,
+};
+
 static const struct file_operations pvfree_st_fops = {
 	.owner = THIS_MODULE,
 	.open = simple_open,
@@ -269,6 +333,8 @@ int pvfree_selftest_init(void)
 		goto err_destroy;
 	st->dir = debugfs_create_dir("pvfree-selftest", NULL);
 	debugfs_create_file("request", 0600, st->dir, st, &pvfree_st_fops);
+	debugfs_create_file("fragment", 0200, st->dir, st,
+			    &pvfree_st_fragment_fops);
 	pvfree_st = st;
 	return 0;
 
@@ -288,6 +354,7 @@ void pvfree_selftest_exit(void)
 	if (!st)
 		return;
 	debugfs_remove_recursive(st->dir);
+	pvfree_st_release_held(st);
 	pvfree_destroy(st->pv);
 	platform_device_unregister(st->pdev);
 	kfree(st);

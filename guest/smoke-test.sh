@@ -53,13 +53,15 @@ if [ -n "${SELFTEST:-}" ]; then
 req=/sys/kernel/debug/pvfree-selftest/request
 grep MemFree /proc/meminfo
 for hf in 0 1 2 3; do echo $hf >$req; echo "SELFTEST hf=$hf: $(cat $req)"; done
-# fragment: fill tmpfs with page cache, free every other file
-i=0; while [ $i -lt 400 ]; do dd if=/dev/zero of=/tmp/f$i bs=4k count=256 2>/dev/null; i=$((i + 1)); done
-i=0; while [ $i -lt 400 ]; do rm /tmp/f$i; i=$((i + 2)); done
+# fragment: hold every other page of 150000 pages (~300 MiB held)
+echo 150000 >/sys/kernel/debug/pvfree-selftest/fragment
 grep MemFree /proc/meminfo
-echo 1 >$req; echo "SELFTEST fragmented: $(cat $req)"
-rm -f /tmp/f*
-echo 1 >$req; echo "SELFTEST after rm: $(cat $req)"
+for n in 1 2 3; do
+	echo 1 >$req; echo "SELFTEST fragmented: $(cat $req)"
+	grep -E '^(batches|entries):' /sys/kernel/debug/pvfree/stats | tr '\n' ' '; echo
+done
+echo 0 >/sys/kernel/debug/pvfree-selftest/fragment
+echo 1 >$req; echo "SELFTEST released: $(cat $req)"
 grep -q FAIL $req && echo "SMOKE-FAIL: selftest" || echo "SMOKE-OK: selftest"
 cat /sys/kernel/debug/pvfree/stats
 EOS
