@@ -64,9 +64,16 @@ URIs: http://deb.debian.org/debian
 Suites: bookworm
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+		# hv-xen/build-xen-tools.sh: Debian's Xen 4.17 source, the
+		# tools' configure and libs, the hypervisor (--hypervisor).
 		want dpkg-dev autoconf libyajl-dev libzstd-dev uuid-dev \
-		     libncurses-dev libssl-dev iasl xen-hypervisor-4.17-amd64 \
-		     xen-utils-4.17 ;;
+		     libncurses-dev libssl-dev acpica-tools zlib1g-dev libbz2-dev \
+		     liblzma-dev python3-dev pkg-config flex bison \
+		     build-essential
+		# tests/xen: dom0 hypervisor and toolstack, initramfs, QEMU
+		# firmware.
+		want xen-hypervisor-4.17-amd64 xen-utils-4.17 busybox-static \
+		     cpio kmod gzip qemu-system-data seabios ;;
 	kernel-src)
 		want linux-source-6.1 bc libelf-dev libssl-dev flex bison ;;
 	bench)
