@@ -42,6 +42,8 @@ class Scenario:
                                else " (no driver)")]
         if self.append:
             bits.append(self.append)
+        if self.device_opts:
+            bits.append(self.device_opts)
         if self.transport != "tcp":
             bits.append(self.transport + ":")
         return ", ".join(bits)
@@ -124,6 +126,8 @@ def run(sc, qemu, progress=log):
             r["pvfree"] = pv
             r["skipped"] = pv.get("pages-skipped")
             r["last_status"] = pv.get("last-status")
+            progress(f"  [{sc.name}] query-pvfree: " + ", ".join(
+                f"{k}={v}" for k, v in pv.items()))
             try:
                 src.qmp.hmp("info pvfree")      # into the QMP log
             except TestFailure:
@@ -148,6 +152,8 @@ def run(sc, qemu, progress=log):
         if sc.device == "pvfree" and sc.driver:
             rc, out = dc.run("cat /sys/kernel/debug/pvfree/stats", check=False)
             r["guest_stats"] = h.parse_kv(out)
+            progress(f"  [{sc.name}] guest stats: " + ", ".join(
+                f"{k}={v}" for k, v in r["guest_stats"].items()))
         _, out = dc.run("dmesg", timeout=120)
         with open(os.path.join(wd, "dst.dmesg"), "w") as f:
             f.write(out)
