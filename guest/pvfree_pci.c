@@ -218,6 +218,33 @@ static void pvfree_pci_shutdown(struct pci_dev *pdev)
 	pci_clear_master(pdev);
 }
 
+/*
+ * A system sleep resets the device (and so the registration): unregister
+ * before it, register again after it.
+ */
+static int pvfree_pci_suspend(struct device *dev)
+{
+	struct pvfree_pci *pp = dev_get_drvdata(dev);
+
+	pvfree_stop(pp->pv);
+	return 0;
+}
+
+static int pvfree_pci_resume(struct device *dev)
+{
+	struct pvfree_pci *pp = dev_get_drvdata(dev);
+	int ret;
+
+	pci_set_master(pp->pdev);
+	ret = pvfree_start(pp->pv);
+	if (ret)
+		dev_err(dev, "registration after resume failed (%d)\n", ret);
+	return 0;
+}
+
+static DEFINE_SIMPLE_DEV_PM_OPS(pvfree_pci_pm_ops, pvfree_pci_suspend,
+				pvfree_pci_resume);
+
 static const struct pci_device_id pvfree_pci_ids[] = {
 	{ PCI_DEVICE(PVFREE_PCI_VENDOR_ID, PVFREE_PCI_DEVICE_ID) },
 	{ }
@@ -230,6 +257,7 @@ static struct pci_driver pvfree_pci_driver = {
 	.probe = pvfree_pci_probe,
 	.remove = pvfree_pci_remove,
 	.shutdown = pvfree_pci_shutdown,
+	.driver.pm = pm_sleep_ptr(&pvfree_pci_pm_ops),
 };
 
 int pvfree_pci_init(void)

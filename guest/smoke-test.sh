@@ -13,6 +13,7 @@
 #   DEVICE    auto (default), on or off: add -device pvfree-pci
 #   APPEND    extra kernel command line
 #   LOOPS     rmmod/insmod iterations (default 10)
+#   MEM       QEMU -m argument (default 1024)
 #   GUEST_SCRIPT  extra shell run in the guest after the checks
 #   SELFTEST  1: build with the self-test transport (no device needed) and
 #             run requests from inside the guest, also with fragmented
@@ -118,7 +119,7 @@ auto) "$QEMU" -device help 2>/dev/null | grep -q '"pvfree-pci"' &&
 esac
 echo "smoke: $flavour $rel, QEMU $QEMU ${dev[*]:-(no pvfree device)}"
 
-timeout 600 "$QEMU" -accel tcg -m 1024 -smp 1 -nographic -no-reboot -nic none \
+timeout 600 "$QEMU" -accel tcg -m "${MEM:-1024}" -smp 1 -nographic -no-reboot -nic none \
 	-L /usr/share/qemu -L /usr/share/seabios \
 	-kernel "$kdir/vmlinuz" -initrd "$work/initrd.gz" \
 	-append "console=ttyS0 panic=-1 ${APPEND:-}" "${dev[@]}" "$@" \
