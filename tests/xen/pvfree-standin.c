@@ -169,7 +169,7 @@ int main(int argc, char **argv)
             hi = free_pfn[i];
     }
     nr_frames = hi - lo + 1;
-    bm_pages = (nr_frames / 8 + PAGE - 1) / PAGE;
+    bm_pages = ((nr_frames + 7) / 8 + PAGE - 1) / PAGE;
     bitmap = locked(bm_pages * PAGE);
     for (i = 0; i < bm_pages; i++) {
         uint64_t pfn = pfn_of(pm, bitmap + i * PAGE);
