@@ -39,7 +39,7 @@ fi
 
 hash=$( (echo "$dom0_rel $domu_rel"
 	 cat "$0" "$here"/dom0-init.sh "$here"/domu-init.sh "$here"/domu.cfg \
-	     "$here"/countbytes.c "$here"/pvfree-standin.c \
+	     "$here"/countbytes.c "$here"/pvfree-standin.c "$here"/standin-check.c \
 	     "$top/include/pvfree/abi.h" "$xglib"/libxenguest.so.4.17.0 \
 	     /usr/lib/x86_64-linux-gnu/libxenguest.so.4.17.0
 	 dpkg-query -W xen-utils-4.17 busybox-static) | sha256sum | cut -c1-16)
@@ -56,6 +56,16 @@ trap 'rm -rf "$work"' EXIT
 gcc -static -O2 -Wall -Wextra -Werror -o "$work/countbytes" "$here/countbytes.c"
 gcc -static -O2 -Wall -Wextra -Werror -I"$top/include" \
 	-o "$work/pvfree-standin" "$here/pvfree-standin.c"
+
+# The stand-in's response must satisfy the host reader: check on this host
+# (needs root for /proc/self/pagemap PFNs).
+if [ "$(id -u)" = 0 ]; then
+	gcc -O2 -Wall -Wextra -Werror -I"$top/include" -I"$top/host" \
+		-o "$work/standin-check" "$here/standin-check.c" \
+		"$top/host/pvfree-reader.c"
+	PVFREE_STANDIN_SELFTEST=$work/standin.dump "$work/pvfree-standin" 8 32 >&2
+	"$work/standin-check" "$work/standin.dump" >&2
+fi
 
 # --- domU initramfs ------------------------------------------------------
 d=$work/domu

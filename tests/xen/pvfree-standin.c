@@ -137,6 +137,7 @@ int main(int argc, char **argv)
     uint64_t answered = 0, nr_frames;
     unsigned nr_ext = 0;
     char val[256], last_check[256] = "", mode[32] = "answer";
+    const char *selftest;
     int pm, registered = 0, tick = 0;
 
     if (argc != 3) {
@@ -146,7 +147,12 @@ int main(int argc, char **argv)
     used_pages = strtoul(argv[1], NULL, 0) * 256;
     free_pages = strtoul(argv[2], NULL, 0) * 256;
 
-    xs_fd = open("/dev/xen/xenbus", O_RDWR);
+    /*
+     * PVFREE_STANDIN_SELFTEST=FILE (host, no xenstore): answer request 1
+     * at once and dump the frames a host would read, for standin-check.
+     */
+    selftest = getenv("PVFREE_STANDIN_SELFTEST");
+    xs_fd = selftest ? 0 : open("/dev/xen/xenbus", O_RDWR);
     pm = open("/proc/self/pagemap", O_RDONLY);
     if (xs_fd < 0 || pm < 0) {
         perror("standin: /dev/xen/xenbus or pagemap");
@@ -200,10 +206,15 @@ int main(int argc, char **argv)
            nr_ext);
     fflush(stdout);
 
+    if (selftest) {
+        registered = 1;
+        h->request_id = 1;
+    }
+
     for (;; sleep_ms(10), tick++) {
         uint64_t req;
 
-        if (tick % 50 == 0) {
+        if (!selftest && tick % 50 == 0) {
             char want[32];
 
             if (xs_read_key("data/pvfree-test/mode", mode, sizeof(mode)))
@@ -281,6 +292,26 @@ int main(int argc, char **argv)
         h->max_lock_hold_us = 0;
         __atomic_store_n(&h->response_id, req, __ATOMIC_RELEASE);
         answered = req;
+        if (selftest) {
+            /* header frame, bitmap frames (pfn, data), then FREE's pfns */
+            FILE *f = fopen(selftest, "w");
+            uint64_t n = 1 + bm_pages;
+
+            fwrite(&n, 8, 1, f);
+            fwrite(&header_pfn, 8, 1, f);
+            fwrite(h, PAGE, 1, f);
+            for (i = 0; i < bm_pages; i++) {
+                uint64_t pfn = pfn_of(pm, bitmap + i * PAGE);
+
+                fwrite(&pfn, 8, 1, f);
+                fwrite(bitmap + i * PAGE, PAGE, 1, f);
+            }
+            n = free_pages;
+            fwrite(&n, 8, 1, f);
+            fwrite(free_pfn, 8, free_pages, f);
+            fclose(f);
+            return 0;
+        }
         snprintf(val, sizeof(val), "%llu", (unsigned long long)req);
         xs_write_key(PVFREE_XS_RESPONSE, val);
         printf("standin: answered request %s\n", val);
