@@ -65,8 +65,9 @@
 
 /**
  * struct pvfree_storage - the bitmap and its description to the host
- * @bitmap: vzalloc'd bitmap, little-endian bit order (bit i is bit i % 8
- *	of byte i / 8), one bit per ABI frame of [@start_pfn, @end_pfn)
+ * @bitmap: the bitmap, vmap()ed, little-endian bit order (bit i is bit
+ *	i % 8 of byte i / 8), one bit per ABI frame of [@start_pfn, @end_pfn)
+ * @pages: the pages of @bitmap, each freed on its own (split_page())
  * @size: bytes allocated for @bitmap, a multiple of PAGE_SIZE
  * @start_pfn: first guest page covered
  * @end_pfn: first guest page beyond the covered range
@@ -78,6 +79,7 @@
  */
 struct pvfree_storage {
 	u8 *bitmap;
+	struct page **pages;
 	size_t size;
 	unsigned long start_pfn;
 	unsigned long end_pfn;
@@ -252,12 +254,83 @@ static u32 pvfree_describe(const void *buf, size_t size,
 	return n;
 }
 
+/*
+ * Largest block tried for the bitmap: order 9 is 2 MiB with 4 KiB pages,
+ * one extent per 64 GiB of RAM, and is cheap to find or to give up on.
+ */
+#define PVFREE_STORAGE_MAX_ORDER	9
+
+#ifdef PVFREE_SELFTEST
+/* Test builds only: exercise the indirect form and many extents. */
+static bool force_table;
+module_param(force_table, bool, 0644);
+MODULE_PARM_DESC(force_table, "self-test: always use an extent table");
+static uint storage_max_order = PVFREE_STORAGE_MAX_ORDER;
+module_param(storage_max_order, uint, 0644);
+MODULE_PARM_DESC(storage_max_order, "self-test: largest bitmap block order");
+#else
+#define force_table		false
+#define storage_max_order	PVFREE_STORAGE_MAX_ORDER
+#endif
+
+static void pvfree_bitmap_free(struct pvfree_storage *st)
+{
+	unsigned long i;
+
+	if (st->bitmap)
+		vunmap(st->bitmap);
+	if (st->pages) {
+		for (i = 0; i < st->size >> PAGE_SHIFT && st->pages[i]; i++)
+			__free_page(st->pages[i]);
+		kvfree(st->pages);
+	}
+}
+
+/*
+ * Allocate the bitmap in the largest blocks available, so that few
+ * extents describe it, falling back to single pages, and map it
+ * virtually contiguous.
+ */
+static int pvfree_bitmap_alloc(struct pvfree_storage *st)
+{
+	unsigned long nr = st->size >> PAGE_SHIFT, i = 0, j;
+	unsigned int order;
+	struct page *page;
+	gfp_t gfp;
+
+	st->pages = kvcalloc(nr, sizeof(*st->pages), GFP_KERNEL);
+	if (!st->pages)
+		return -ENOMEM;
+	while (i < nr) {
+		order = min_t(unsigned int, ilog2(nr - i),
+			      min_t(unsigned int, storage_max_order,
+				    PVFREE_STORAGE_MAX_ORDER));
+		for (;;) {
+			gfp = GFP_KERNEL | __GFP_ZERO;
+			if (order)
+				gfp |= __GFP_NORETRY | __GFP_NOWARN;
+			page = alloc_pages(gfp, order);
+			if (page || !order)
+				break;
+			order--;
+		}
+		if (!page)
+			return -ENOMEM;
+		if (order)
+			split_page(page, order);
+		for (j = 0; j < (1UL << order); j++)
+			st->pages[i++] = page + j;
+	}
+	st->bitmap = vmap(st->pages, nr, VM_MAP, PAGE_KERNEL);
+	return st->bitmap ? 0 : -ENOMEM;
+}
+
 static void pvfree_storage_free(struct pvfree_storage *st)
 {
 	if (!st)
 		return;
 	kvfree(st->table);
-	vfree(st->bitmap);
+	pvfree_bitmap_free(st);
 	kfree(st);
 }
 
@@ -278,8 +351,7 @@ static struct pvfree_storage *pvfree_storage_alloc(unsigned long start_pfn,
 	st->start_pfn = start_pfn;
 	st->end_pfn = end_pfn;
 	st->size = PAGE_ALIGN(bytes);
-	st->bitmap = vzalloc(st->size);
-	if (!st->bitmap)
+	if (pvfree_bitmap_alloc(st))
 		goto nomem;
 
 	n = pvfree_describe(st->bitmap, st->size, st->ext,
@@ -287,7 +359,7 @@ static struct pvfree_storage *pvfree_storage_alloc(unsigned long start_pfn,
 	if (n > PVFREE_MAX_EXTENTS)
 		goto too_big;
 	st->nr_extents = n;
-	if (n <= PVFREE_INLINE_EXTENTS)
+	if (n <= PVFREE_INLINE_EXTENTS && !force_table)
 		return st;
 
 	/* Indirect: a table of n extents, itself described inline. */

@@ -14,6 +14,8 @@
 #   APPEND    extra kernel command line
 #   LOOPS     rmmod/insmod iterations (default 10)
 #   MEM       QEMU -m argument (default 1024)
+#   INSMOD_ARGS  module parameters (SELFTEST=1 builds: force_table=1,
+#             storage_max_order=0)
 #   GUEST_SCRIPT  extra shell run in the guest after the checks
 #   SELFTEST  1: build with the self-test transport (no device needed) and
 #             run requests from inside the guest, also with fragmented
@@ -48,6 +50,7 @@ for a in sh mount insmod rmmod lsmod dmesg cat grep echo sleep seq poweroff \
 	ln -s busybox "$root/bin/$a"
 done
 cp "$work/build/pvfree.ko" "$root/pvfree.ko"
+echo "${INSMOD_ARGS:-}" >"$root/insmod.args"
 printf '%s\n' "${GUEST_SCRIPT:-true}" >"$root/extra.sh"
 if [ -n "${SELFTEST:-}" ]; then
 	cat >>"$root/extra.sh" <<'EOS'
@@ -83,7 +86,7 @@ for d in /sys/bus/pci/devices/*; do
 		echo "SMOKE: pvfree-pci at \${d##*/}"
 done
 dmesg -c >/dev/null
-insmod /pvfree.ko && ok insmod || bad insmod
+insmod /pvfree.ko \$(cat /insmod.args) && ok insmod || bad insmod
 dmesg | grep -i pvfree
 if [ -f /sys/kernel/debug/pvfree/stats ]; then
 	cat /sys/kernel/debug/pvfree/stats
@@ -95,7 +98,7 @@ fi
 i=0
 while [ \$i -lt $LOOPS ]; do
 	rmmod pvfree || bad "rmmod \$i"
-	insmod /pvfree.ko || bad "insmod \$i"
+	insmod /pvfree.ko \$(cat /insmod.args) || bad "insmod \$i"
 	i=\$((i + 1))
 done
 ok "rmmod/insmod x$LOOPS"
