@@ -17,6 +17,9 @@
 #   INSMOD_ARGS  module parameters (SELFTEST=1 builds: force_table=1,
 #             storage_max_order=0)
 #   GUEST_SCRIPT  extra shell run in the guest after the checks
+#   MIGRATE   1: with the device, migrate the guest to /dev/null once
+#             (HMP "migrate exec:cat>/dev/null", then "cont") so that QEMU
+#             publishes a request, and check the guest's answer
 #   SELFTEST  1: build with the self-test transport (no device needed) and
 #             run requests from inside the guest, also with fragmented
 #             free memory
@@ -102,6 +105,18 @@ while [ \$i -lt $LOOPS ]; do
 	i=\$((i + 1))
 done
 ok "rmmod/insmod x$LOOPS"
+if [ "${MIGRATE:-}" = 1 ]; then
+	st=/sys/kernel/debug/pvfree/stats
+	echo "SMOKE: migrate now"
+	i=0
+	while [ \$i -lt 600 ] && ! grep -q '^requests: [1-9]' \$st; do
+		sleep 0.2; i=\$((i + 1))
+	done
+	cat \$st
+	grep -q '^last_status: 1' \$st && ok "request answered OK" ||
+		bad "request not answered OK"
+	dmesg | grep -i pvfree
+fi
 . /extra.sh
 rmmod pvfree && ok "final rmmod" || bad "final rmmod"
 dmesg | grep -vE 'taints kernel|module verification failed' |
@@ -122,11 +137,54 @@ auto) "$QEMU" -device help 2>/dev/null | grep -q '"pvfree-pci"' &&
 esac
 echo "smoke: $flavour $rel, QEMU $QEMU ${dev[*]:-(no pvfree device)}"
 
-timeout 600 "$QEMU" -accel tcg -m "${MEM:-1024}" -smp 1 -nographic -no-reboot -nic none \
-	-L /usr/share/qemu -L /usr/share/seabios \
+mon=$work/monitor.sock
+rm -f "$mon"
+timeout 600 "$QEMU" -accel tcg -m "${MEM:-1024}" -smp 1 -nographic \
+	-no-reboot -nic none -L /usr/share/qemu -L /usr/share/seabios \
+	-monitor "unix:$mon,server=on,wait=off" \
 	-kernel "$kdir/vmlinuz" -initrd "$work/initrd.gz" \
 	-append "console=ttyS0 panic=-1 ${APPEND:-}" "${dev[@]}" "$@" \
-	</dev/null >"$work/console.log" 2>&1 || true
+	</dev/null >"$work/console.log" 2>&1 &
+qpid=$!
+if [ "${MIGRATE:-}" = 1 ]; then
+	for _ in $(seq 300); do
+		grep -aq 'SMOKE: migrate now' "$work/console.log" && break
+		kill -0 $qpid 2>/dev/null || break
+		sleep 1
+	done
+	python3 - "$mon" <<'EOP' || echo "smoke: migration driver failed"
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.settimeout(2)
+def cmd(c):
+    s.sendall((c + "\n").encode())
+    time.sleep(0.5)
+    out = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            out += d
+    except socket.timeout:
+        pass
+    return out.decode(errors="replace")
+cmd("")
+cmd('migrate -d "exec:cat > /dev/null"')
+for _ in range(240):
+    out = cmd("info migrate")
+    if "Migration status: completed" in out or "Migration status: failed" in out:
+        break
+    time.sleep(0.5)
+print("smoke: " + [l for l in out.splitlines() if "Migration status" in l][0].strip())
+for l in cmd("info pvfree").splitlines():
+    if l.strip() and not l.startswith("(qemu)") and "info pvfree" not in l:
+        print("smoke: info pvfree: " + l.strip())
+cmd("cont")
+EOP
+fi
+wait $qpid || true
 
 grep -aE '^SMOKE|pvfree|^[a-z_]+: ' "$work/console.log" || true
 if grep -aq 'SMOKE-FAIL' "$work/console.log" ||
