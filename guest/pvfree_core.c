@@ -23,6 +23,7 @@
 
 #include <linux/cc_platform.h>
 #include <linux/debugfs.h>
+#include <linux/delay.h>
 #include <linux/device.h>
 #include <linux/err.h>
 #include <linux/gfp.h>
@@ -268,9 +269,13 @@ MODULE_PARM_DESC(force_table, "self-test: always use an extent table");
 static uint storage_max_order = PVFREE_STORAGE_MAX_ORDER;
 module_param(storage_max_order, uint, 0644);
 MODULE_PARM_DESC(storage_max_order, "self-test: largest bitmap block order");
+static uint walk_delay_us;
+module_param(walk_delay_us, uint, 0644);
+MODULE_PARM_DESC(walk_delay_us, "self-test: sleep between batches");
 #else
 #define force_table		false
 #define storage_max_order	PVFREE_STORAGE_MAX_ORDER
+#define walk_delay_us		0
 #endif
 
 static void pvfree_bitmap_free(struct pvfree_storage *st)
@@ -571,6 +576,8 @@ static int pvfree_walk_list(struct pvfree_walk *w, struct zone *zone,
 			break;
 
 		spin_unlock_irqrestore(&zone->lock, flags);
+		if (walk_delay_us)
+			usleep_range(walk_delay_us, walk_delay_us + 100);
 		cond_resched();
 		if (READ_ONCE(w->pv->stopping))
 			return -EINTR;
@@ -751,6 +758,9 @@ static bool pvfree_answer(struct pvfree *pv, u64 id, ktime_t t0)
 
 	pvfree_account(pv, id, status, content, free_frames, snapshot_us,
 		       hold_us, &w);
+	if (status == PVFREE_STATUS_ABORTED)
+		dev_info(pv->dev, "request %llu aborted after %llu batches\n",
+			 id, w.batches);
 	dev_dbg(pv->dev,
 		"request %llu: status %u content %u, %llu free frames, %llu us, %llu batches, max hold %llu us\n",
 		id, status, content, free_frames, snapshot_us, w.batches,

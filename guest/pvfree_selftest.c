@@ -226,6 +226,40 @@ static ssize_t pvfree_st_write(struct file *file, const char __user *buf,
 	return len;
 }
 
+/*
+ * Writing to "request_async" publishes a request and returns at once, so
+ * that the module can be unloaded while the request is being answered.
+ */
+static ssize_t pvfree_st_write_async(struct file *file,
+				     const char __user *buf, size_t len,
+				     loff_t *ppos)
+{
+	struct pvfree_selftest *st = file->private_data;
+	u64 hf;
+	int ret;
+
+	ret = kstrtou64_from_user(buf, len, 0, &hf);
+	if (ret)
+		return ret;
+	mutex_lock(&st->lock);
+	if (st->hdr) {
+		WRITE_ONCE(st->hdr->host_features, cpu_to_le64(hf));
+		/* host_features is visible before request_id. */
+		smp_store_release(&st->hdr->request_id,
+				  cpu_to_le64(++st->next_id));
+		pvfree_request(st->pv);
+	}
+	mutex_unlock(&st->lock);
+	return st->hdr ? len : -ENODEV;
+}
+
+static const struct file_operations pvfree_st_async_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.write = pvfree_st_write_async,
+	.llseek = default_llseek,
+};
+
 static ssize_t pvfree_st_read(struct file *file, char __user *buf,
 			      size_t len, loff_t *ppos)
 {
@@ -335,6 +369,8 @@ int pvfree_selftest_init(void)
 	debugfs_create_file("request", 0600, st->dir, st, &pvfree_st_fops);
 	debugfs_create_file("fragment", 0200, st->dir, st,
 			    &pvfree_st_fragment_fops);
+	debugfs_create_file("request_async", 0200, st->dir, st,
+			    &pvfree_st_async_fops);
 	pvfree_st = st;
 	return 0;
 
