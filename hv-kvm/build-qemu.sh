@@ -148,7 +148,7 @@ log "unpacking $dsc (with Debian's patches)"
 dpkg-source --no-check -x "$dsc" "$tree" >&2
 
 # pvfree's shared sources, at the places the patches expect them.
-install -D -m 0644 "$abi" "$tree/include/standard-headers/pvfree/abi.h"
+install -D -m 0644 "$abi" "$tree/include/pvfree/abi.h"
 install -D -m 0644 "$reader_h" "$tree/hw/misc/pvfree-reader.h"
 [ -f "$reader_c" ] && install -D -m 0644 "$reader_c" "$tree/hw/misc/pvfree-reader.c"
 
