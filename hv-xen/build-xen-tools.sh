@@ -161,7 +161,7 @@ else
 	grep -q '^CONFIG_SHADOW_PAGING=y' xen/.config ||
 		{ log "CONFIG_SHADOW_PAGING did not stick"; exit 1; }
 	log "building the hypervisor (flock $lock, -j$jobs)"
-	run flock "$lock" make -C xen -j"$jobs" MAP
+	run flock "$lock" make -C xen -j"$jobs"
 	cp xen/xen "$out.tmp/xen"
 	cp xen/.config "$out.tmp/config"
 fi
