@@ -17,7 +17,7 @@
 #   INSMOD_ARGS  module parameters (SELFTEST=1 builds: force_table=1,
 #             storage_max_order=0)
 #   GUEST_SCRIPT  extra shell run in the guest after the checks
-#   MIGRATE   1: with the device, migrate the guest to /dev/null once
+#   MIGRATE   N: with the device, migrate the guest to /dev/null N times
 #             (HMP "migrate exec:cat>/dev/null", then "cont") so that QEMU
 #             publishes a request, and check the guest's answer
 #   SELFTEST  1: build with the self-test transport (no device needed) and
@@ -105,17 +105,23 @@ while [ \$i -lt $LOOPS ]; do
 	i=\$((i + 1))
 done
 ok "rmmod/insmod x$LOOPS"
-if [ "${MIGRATE:-}" = 1 ]; then
+if [ "${MIGRATE:-0}" -gt 0 ]; then
 	st=/sys/kernel/debug/pvfree/stats
-	echo "SMOKE: migrate now"
-	i=0
-	while [ \$i -lt 600 ] && ! grep -q '^requests: [1-9]' \$st; do
-		sleep 0.2; i=\$((i + 1))
+	m=1
+	while [ \$m -le ${MIGRATE:-0} ]; do
+		echo "SMOKE: migrate now \$m"
+		i=0
+		while [ \$i -lt 600 ] &&
+		      ! grep -q "^requests: \$m\\\$" \$st; do
+			sleep 0.2; i=\$((i + 1))
+		done
+		grep -E '^(requests|last_status|free_frames|snapshot_us|max_lock_hold_us|batches|entries):' \$st | tr '\\n' ' '; echo
+		grep -q '^last_status: 1' \$st && ok "request \$m answered OK" ||
+			bad "request \$m not answered OK"
+		# let the host finish the migration (and cont) before going on
+		sleep 20
+		m=\$((m + 1))
 	done
-	cat \$st
-	grep -q '^last_status: 1' \$st && ok "request answered OK" ||
-		bad "request not answered OK"
-	dmesg | grep -i pvfree
 fi
 . /extra.sh
 rmmod pvfree && ok "final rmmod" || bad "final rmmod"
@@ -146,9 +152,9 @@ timeout 600 "$QEMU" -accel tcg -m "${MEM:-1024}" -smp 1 -nographic \
 	-append "console=ttyS0 panic=-1 ${APPEND:-}" "${dev[@]}" "$@" \
 	</dev/null >"$work/console.log" 2>&1 &
 qpid=$!
-if [ "${MIGRATE:-}" = 1 ]; then
+for m in $(seq "${MIGRATE:-0}"); do
 	for _ in $(seq 300); do
-		grep -aq 'SMOKE: migrate now' "$work/console.log" && break
+		grep -aq "SMOKE: migrate now $m" "$work/console.log" && break
 		kill -0 $qpid 2>/dev/null || break
 		sleep 1
 	done
@@ -156,34 +162,41 @@ if [ "${MIGRATE:-}" = 1 ]; then
 import socket, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
-s.settimeout(2)
+s.settimeout(1)
 def cmd(c):
     s.sendall((c + "\n").encode())
-    time.sleep(0.5)
     out = b""
     try:
         while True:
             d = s.recv(65536)
             if not d:
-                break
+                raise EOFError("monitor closed")
             out += d
+            if out.rstrip().endswith(b"(qemu)") and c.encode() in out:
+                break
     except socket.timeout:
         pass
     return out.decode(errors="replace")
+def lines(out, c):
+    return [l.strip() for l in out.splitlines()
+            if l.strip() and "(qemu)" not in l and c not in l]
 cmd("")
 cmd('migrate -d "exec:cat > /dev/null"')
-for _ in range(240):
+status = ""
+for _ in range(120):
     out = cmd("info migrate")
-    if "Migration status: completed" in out or "Migration status: failed" in out:
+    st = [l for l in lines(out, "info migrate") if "status" in l]
+    if st and st[0] != status:
+        status = st[0]
+        print("smoke: " + status, flush=True)
+    if "completed" in status or "failed" in status:
         break
     time.sleep(0.5)
-print("smoke: " + [l for l in out.splitlines() if "Migration status" in l][0].strip())
-for l in cmd("info pvfree").splitlines():
-    if l.strip() and not l.startswith("(qemu)") and "info pvfree" not in l:
-        print("smoke: info pvfree: " + l.strip())
+for l in lines(cmd("info pvfree"), "info pvfree"):
+    print("smoke: info pvfree: " + l)
 cmd("cont")
 EOP
-fi
+done
 wait $qpid || true
 
 grep -aE '^SMOKE|pvfree|^[a-z_]+: ' "$work/console.log" || true
