@@ -18,7 +18,8 @@ class Scenario:
                  append="", device="pvfree", device_opts="", driver=True,
                  dirty_mib=0, hold_mib=32, writer_mib=4, fragment_mib=0,
                  churn=False, transport="tcp", expect_skipped=None,
-                 expect_status=None, timeout=600, label=None):
+                 expect_status=None, expect_content=None, timeout=600,
+                 label=None):
         self.name = name
         self.label = label or name
         self.flavour = flavour
@@ -33,7 +34,10 @@ class Scenario:
         self.churn = churn
         self.transport = transport
         self.expect_skipped = expect_skipped    # ">0", "==0" or None
-        self.expect_status = expect_status      # query-pvfree last-status
+        # query-pvfree last-status: a string or a tuple of accepted ones
+        self.expect_status = expect_status
+        # guest debugfs "content" (PVFREE_CONTENT_*: 1 any, 2 zero, 3 poison)
+        self.expect_content = expect_content
         self.timeout = timeout
 
     def describe(self):
@@ -173,9 +177,16 @@ def run(sc, qemu, progress=log):
                      f"pages before migration ({free_pages})")
         if sc.expect_skipped == "==0" and r.get("skipped") != 0:
             fail(f"pages-skipped {r.get('skipped')} (expected 0)")
-        if sc.expect_status and r.get("last_status") != sc.expect_status:
+        want = sc.expect_status
+        if isinstance(want, str):
+            want = (want,)
+        if want and r.get("last_status") not in want:
             fail(f"last-status {r.get('last_status')!r} "
-                 f"(expected {sc.expect_status!r})")
+                 f"(expected {' or '.join(want)})")
+        if sc.expect_content is not None:
+            got = (r.get("guest_stats") or {}).get("content")
+            if got != str(sc.expect_content):
+                fail(f"guest content {got} (expected {sc.expect_content})")
     except TestFailure as e:
         fail(str(e))
     except Exception as e:  # a harness bug still has to clean up and report
