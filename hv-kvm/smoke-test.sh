@@ -8,6 +8,9 @@
 #
 # usage: hv-kvm/smoke-test.sh [--no-driver] [--mem MiB] [--accel kvm|tcg]
 #                             [--device-opts ,timeout-ms=..] [--keep]
+#                             [--caps "multifd postcopy-ram"] [--expect STATUS]
+# --expect: the last-status query-pvfree must show (default: ok, or
+# not-registered with --no-driver); pages must be skipped only for "ok".
 # Exit status 0 when every check passed.  Output: "smoke: ..." lines, and a
 # final JSON line with the numbers.
 set -euo pipefail
@@ -16,7 +19,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 top=$(cd "$here/.." && pwd)
 cache=${PVFREE_CACHE:-$HOME/.cache/pvfree}
 
-driver=1 mem=1024 accel= devopts= keep=
+driver=1 mem=1024 accel= devopts= keep= caps= expect=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--no-driver) driver= ;;
@@ -24,6 +27,8 @@ while [ $# -gt 0 ]; do
 	--accel) accel=$2; shift ;;
 	--device-opts) devopts=$2; shift ;;
 	--keep) keep=1 ;;
+	--caps) caps=$2; shift ;;
+	--expect) expect=$2; shift ;;
 	*) echo "usage: $0 [--no-driver] [--mem MiB] [--accel kvm|tcg] [--device-opts ,k=v] [--keep]" >&2
 	   exit 2 ;;
 	esac
@@ -57,7 +62,8 @@ if [ -n "$driver" ]; then
 fi
 
 # --- initramfs ----------------------------------------------------------------
-mkdir -p "$work/root/bin" "$work/root/proc" "$work/root/sys" "$work/root/dev"
+mkdir -p "$work/root/bin" "$work/root/proc" "$work/root/sys" "$work/root/dev" \
+	"$work/root/tmp"
 cp /bin/busybox "$work/root/bin/busybox"
 [ -n "$ko" ] && cp "$ko" "$work/root/pvfree.ko"
 cat > "$work/root/init" <<'EOF'
@@ -69,10 +75,22 @@ mount -t devtmpfs dev /dev 2>/dev/null
 if [ -f /pvfree.ko ]; then
 	insmod /pvfree.ko && echo "SMOKE: insmod ok" || echo "SMOKE: insmod failed"
 fi
-# Touch and free some memory so the free lists are not pristine.
-dd if=/dev/zero of=/dev/null bs=1M count=64 2>/dev/null
-echo "SMOKE: ready"
-while :; do sleep 1; done
+# Keep reallocating page cache (1 MiB files in tmpfs) and check every file
+# against its checksum before rewriting it: pages freed and reused around
+# the request must arrive intact.
+mount -t tmpfs tmpfs /tmp
+n=0
+while :; do
+	n=$((n + 1))
+	f=/tmp/w$((n % 32))
+	if [ -f $f.md5 ] && ! md5sum -c -s $f.md5; then
+		echo "SMOKE: CORRUPT $f at iteration $n"
+	fi
+	dd if=/dev/urandom of=$f bs=64k count=16 2>/dev/null
+	md5sum $f > $f.md5
+	[ $n = 64 ] && echo "SMOKE: ready"
+	[ $((n % 64)) = 0 ] && echo "SMOKE: checked $n"
+done
 EOF
 chmod +x "$work/root/init"
 (cd "$work/root" && find . | cpio -o -H newc 2>/dev/null | gzip -1 > "$work/initrd.gz")
@@ -89,7 +107,7 @@ common=(-M pc -accel "$accel" -m "$mem" -smp 2 -nodefaults -display none
 	-pidfile "$work/src.pid" -daemonize
 "$qemu" "${common[@]}" -serial "file:$work/dst.log" \
 	-qmp "unix:$work/dst.qmp,server=on,wait=off" \
-	-incoming "tcp:127.0.0.1:$port" -pidfile "$work/dst.pid" -daemonize
+	-incoming defer -pidfile "$work/dst.pid" -daemonize
 log "qemu $qemu ($accel), guest $rel, ${mem} MiB, work $work"
 
 for _ in $(seq 120); do
@@ -100,10 +118,12 @@ grep -q "SMOKE: ready" "$work/src.log" || { tail -n 20 "$work/src.log" >&2; die 
 grep "SMOKE: insmod" "$work/src.log" >&2 || true
 grep -i pvfree "$work/src.log" >&2 || true
 
-python3 - "$work" "$port" "$driver" <<'EOF'
+[ -n "$expect" ] || { [ -n "$driver" ] && expect=ok || expect=not-registered; }
+python3 - "$work" "$port" "$driver" "$caps" "$expect" "$devopts" <<'EOF'
 import json, socket, sys, time
 
 work, port, driver = sys.argv[1], int(sys.argv[2]), bool(sys.argv[3])
+caps, expect, devopts = sys.argv[4].split(), sys.argv[5], sys.argv[6]
 
 class QMP:
     def __init__(self, path):
@@ -141,6 +161,11 @@ if "registered:" not in hmp:
     fail("info pvfree printed nothing useful")
 
 src.cmd("migrate-set-parameters", **{"max-bandwidth": 8 << 30})
+if caps:
+    cl = [{"capability": c, "state": True} for c in caps]
+    src.cmd("migrate-set-capabilities", capabilities=cl)
+    dst.cmd("migrate-set-capabilities", capabilities=cl)
+dst.cmd("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
 t0 = time.time()
 src.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
 while True:
@@ -165,16 +190,30 @@ dpv = dst.cmd("query-pvfree")
 if dpv["registered"] != driver:
     fail("registration did not survive migration")
 
-if driver:
-    if after["last-status"] != "ok":
-        fail(f"last-status {after['last-status']}: {after['last-error']}")
-    if after["pages-skipped"] <= 0:
-        fail("no pages skipped")
-else:
-    if after["last-status"] != "not-registered":
-        fail(f"last-status {after['last-status']}, expected not-registered")
-    if after["wait-ms"] != 0:
-        fail(f"waited {after['wait-ms']} ms with no driver")
+if after["last-status"] != expect:
+    fail(f"last-status {after['last-status']} ({after['last-error']}), "
+         f"expected {expect}")
+want_skip = expect == "ok" and "skip-free=off" not in devopts
+if want_skip and after["pages-skipped"] <= 0:
+    fail("no pages skipped")
+if not want_skip and after["pages-skipped"] != 0:
+    fail(f"{after['pages-skipped']} pages skipped, expected none")
+if "free-pages-skipped" in ram and \
+        ram["free-pages-skipped"] != after["pages-skipped"]:
+    fail(f"query-migrate free-pages-skipped {ram['free-pages-skipped']} "
+         f"!= query-pvfree pages-skipped {after['pages-skipped']}")
+if not driver and after["wait-ms"] != 0:
+    fail(f"waited {after['wait-ms']} ms with no driver")
+print(f"smoke: migrate: {src.cmd('human-monitor-command', **{'command-line': 'info migrate'})!r}",
+      file=sys.stderr)
+time.sleep(10)
+dlog = open(f"{work}/dst.log", errors="replace").read()
+slog = open(f"{work}/src.log", errors="replace").read()
+if "SMOKE: CORRUPT" in slog + dlog:
+    fail("guest found corrupted memory: " +
+         [l for l in (slog + dlog).splitlines() if "CORRUPT" in l][0])
+if "SMOKE: checked" not in dlog:
+    fail("the guest's checker made no progress on the destination")
 print(json.dumps({"pvfree": after, "ram": ram, "seconds": round(secs, 2)}))
 print("smoke: PASS", file=sys.stderr)
 EOF
