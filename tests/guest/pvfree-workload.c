@@ -9,6 +9,10 @@
  *                                        (order-0 holes in the buddy allocator)
  *   pvfree-workload dirty MIB            touch MIB with non-zero data and exit
  *   pvfree-workload churn [opts]         mmap/write/check/munmap in a loop
+ *   pvfree-workload files DIR PRIME_MIB [opts]
+ *                                        write and drop PRIME_MIB of page
+ *                                        cache, then create/check/delete
+ *                                        checksummed files in DIR in a loop
  *   pvfree-workload verify PIDFILE RESULT [TIMEOUT_S]
  *                                        signal a daemon (SIGUSR1) and wait for
  *                                        its result line; rc 0 iff it is clean
@@ -447,6 +451,141 @@ static int run_churn(const struct opts *o)
 	return 0;
 }
 
+/* ---- files: page-cache churn ------------------------------------------- */
+
+/*
+ * The kernel writes page-cache pages through its own (direct) mapping,
+ * not through the task's: this exercises guest writes the host must log
+ * even though no user page table changed.  Files live in DIR (tmpfs);
+ * each 4 KiB block is a checksummed page (idx = block, gen = file gen).
+ */
+#define FILE_SLOTS 48
+
+static int file_check(const char *path, uint64_t gen, uint64_t blocks,
+		      uint64_t seed)
+{
+	static uint64_t buf[WORDS];
+	uint64_t k;
+	int fd = open(path, O_RDONLY), bad = 0;
+
+	if (fd < 0)
+		return 1;
+	for (k = 0; k < blocks; k++) {
+		if (read(fd, buf, PAGE) != (ssize_t)PAGE) {
+			bad++;
+			break;
+		}
+		bad += check_page(buf, k, gen, seed);
+	}
+	close(fd);
+	return bad;
+}
+
+static int file_write(const char *path, uint64_t gen, uint64_t blocks,
+		      uint64_t seed)
+{
+	static uint64_t buf[WORDS];
+	uint64_t k;
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+	if (fd < 0)
+		return -1;
+	for (k = 0; k < blocks; k++) {
+		fill_page(buf, k, gen, seed);
+		if (write(fd, buf, PAGE) != (ssize_t)PAGE) {
+			close(fd);
+			return -1;
+		}
+	}
+	close(fd);
+	return 0;
+}
+
+static int run_files(const struct opts *o, const char *dir)
+{
+	struct { uint64_t gen, blocks; } slot[FILE_SLOTS];
+	uint64_t rounds = 0, written = 0, bad = 0, checked = 0, held = 0;
+	uint64_t max_blocks = o->churn_max_mib * 256;
+	uint64_t rnd = mix(o->seed ^ 0xf11e) | 1;
+	double t0 = now_s();
+	char path[300], line[300];
+	int i, stopped = 0;
+
+	memset(slot, 0, sizeof(slot));
+	mkdir(dir, 0755);
+	/* prime: fill the page cache with o->mib MiB, then drop it, so the
+	 * free lists hold pages the kernel wrote through its own mapping */
+	snprintf(path, sizeof(path), "%s/prime", dir);
+	if (o->mib && file_write(path, 1, o->mib * 256, o->seed)) {
+		perror("prime");
+		return 2;
+	}
+	unlink(path);
+	setup_signals();
+	if (o->daemon)
+		daemonize(o, "READY files");
+	while (!got_term) {
+		if (got_usr1) {
+			got_usr1 = 0;
+			if (!stopped) {
+				/* final check of every file still there */
+				for (i = 0; i < FILE_SLOTS; i++) {
+					if (!slot[i].blocks)
+						continue;
+					snprintf(path, sizeof(path), "%s/f%d",
+						 dir, i);
+					bad += file_check(path, slot[i].gen,
+							  slot[i].blocks,
+							  o->seed);
+					checked++;
+				}
+				stopped = 1;
+			}
+			snprintf(line, sizeof(line),
+				 "FILES rounds=%llu mib_written=%llu "
+				 "files_checked=%llu mismatches=%llu "
+				 "uptime_s=%.1f",
+				 (unsigned long long)rounds,
+				 (unsigned long long)(written >> 8),
+				 (unsigned long long)checked,
+				 (unsigned long long)bad, now_s() - t0);
+			write_result(o->result, line);
+		}
+		if (stopped) {
+			pause();
+			continue;
+		}
+		rnd ^= rnd << 13;
+		rnd ^= rnd >> 7;
+		rnd ^= rnd << 17;
+		i = rnd % FILE_SLOTS;
+		snprintf(path, sizeof(path), "%s/f%d", dir, i);
+		if (slot[i].blocks) {
+			bad += file_check(path, slot[i].gen, slot[i].blocks,
+					  o->seed);
+			checked++;
+			unlink(path);
+			held -= slot[i].blocks;
+			slot[i].blocks = 0;
+		} else {
+			uint64_t blocks = 1 + (rnd >> 24) % 512;   /* <= 2 MiB */
+
+			if (held + blocks > max_blocks)
+				continue;
+			slot[i].gen = rounds + 2;
+			if (file_write(path, slot[i].gen, blocks, o->seed)) {
+				perror("write");
+				return 2;
+			}
+			slot[i].blocks = blocks;
+			held += blocks;
+			written += blocks;
+		}
+		rounds++;
+	}
+	return 0;
+}
+
 /* ---- control ------------------------------------------------------------ */
 
 static pid_t read_pid(const char *pidfile)
@@ -515,6 +654,8 @@ static void usage(void)
 		"       pvfree-workload dirty MIB [-s SEED]\n"
 		"       pvfree-workload churn [-d] [-p PIDFILE] [-r RESULT] "
 		"[-m MIB] [-s SEED]\n"
+		"       pvfree-workload files DIR PRIME_MIB [-d] [-p PIDFILE] "
+		"[-r RESULT] [-m MIB] [-s SEED]\n"
 		"       pvfree-workload verify PIDFILE RESULT [TIMEOUT_S]\n"
 		"       pvfree-workload stop PIDFILE\n");
 	exit(2);
@@ -524,7 +665,7 @@ int main(int argc, char **argv)
 {
 	struct opts o = { .writer_mib = 4, .churn_max_mib = 64,
 			  .seed = 0x5eed };
-	const char *mode;
+	const char *mode, *dir = NULL;
 	int c;
 
 	if (argc < 2)
@@ -542,7 +683,14 @@ int main(int argc, char **argv)
 		return run_stop(argv[2]);
 	}
 	optind = 2;
-	if (strcmp(mode, "churn")) {
+	if (!strcmp(mode, "files")) {
+		/* files DIR PRIME_MIB */
+		if (argc < 4)
+			usage();
+		dir = argv[2];
+		o.mib = strtoull(argv[3], NULL, 0);
+		optind = 4;
+	} else if (strcmp(mode, "churn")) {
 		if (argc < 3)
 			usage();
 		o.mib = strtoull(argv[2], NULL, 0);
@@ -567,6 +715,8 @@ int main(int argc, char **argv)
 		return run_dirty(&o);
 	if (!strcmp(mode, "churn"))
 		return run_churn(&o);
+	if (!strcmp(mode, "files"))
+		return run_files(&o, dir);
 	usage();
 	return 2;
 }

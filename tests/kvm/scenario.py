@@ -17,7 +17,7 @@ class Scenario:
     def __init__(self, name, flavour="cloud-6.1", mem_mb=1024, smp=1,
                  append="", device="pvfree", device_opts="", driver=True,
                  dirty_mib=0, hold_mib=32, writer_mib=4, fragment_mib=0,
-                 churn=False, transport="tcp", expect_skipped=None,
+                 churn=False, files_mib=0, transport="tcp", expect_skipped=None,
                  expect_status=None, expect_content=None, timeout=600,
                  label=None):
         self.name = name
@@ -32,6 +32,7 @@ class Scenario:
         self.hold_mib, self.writer_mib = hold_mib, writer_mib
         self.fragment_mib = fragment_mib
         self.churn = churn
+        self.files_mib = files_mib      # page-cache churn, primed with N MiB
         self.transport = transport
         self.expect_skipped = expect_skipped    # ">0", "==0" or None
         # query-pvfree last-status: a string or a tuple of accepted ones
@@ -116,6 +117,10 @@ def run(sc, qemu, progress=log):
             c.run("pvfree-workload churn -d -p /run/churn.pid "
                   "-r /run/churn.res -m 64")
             daemons.append("churn")
+        if sc.files_mib:
+            c.run(f"pvfree-workload files /run/fc {sc.files_mib} -d "
+                  "-p /run/files.pid -r /run/files.res -m 64", timeout=300)
+            daemons.append("files")
         _, out = c.run("cat /proc/meminfo")
         mi = h.parse_kv(out)
         r["guest_memfree_mib"] = int(mi.get("MemFree", "0 kB").split()[0]) // 1024
@@ -146,7 +151,8 @@ def run(sc, qemu, progress=log):
             rc, out = dc.run(f"pvfree-workload verify /run/{d}.pid "
                              f"/run/{d}.res 300", timeout=330, check=False)
             line = next((l for l in out.splitlines()
-                         if l.startswith(("VERIFY", "CHURN"))), out.strip())
+                         if l.startswith(("VERIFY", "CHURN", "FILES"))),
+                        out.strip())
             f = h.parse_fields(line)
             r[f"verify_{d}"] = line
             mis = int(f.get("mismatches", "-1"))
