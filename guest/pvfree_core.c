@@ -93,6 +93,7 @@ struct pvfree_storage {
 
 struct pvfree_stats {
 	bool registered;
+	bool answering;
 	u64 requests;
 	u64 last_request_id;
 	u32 last_status;
@@ -585,6 +586,8 @@ static int pvfree_walk_list(struct pvfree_walk *w, struct zone *zone,
 		t0 = ktime_get_ns();
 	}
 	spin_unlock_irqrestore(&zone->lock, flags);
+	if (walk_delay_us)
+		usleep_range(walk_delay_us, walk_delay_us + 100);
 	return 0;
 }
 
@@ -654,6 +657,7 @@ static void pvfree_account(struct pvfree *pv, u64 id, u32 status,
 	struct pvfree_stats *s = &pv->stats;
 
 	spin_lock(&pv->stats_lock);
+	s->answering = false;
 	s->requests++;
 	s->last_request_id = id;
 	s->last_status = status;
@@ -699,6 +703,10 @@ static bool pvfree_answer(struct pvfree *pv, u64 id, ktime_t t0)
 	u8 content, poison;
 	u32 status;
 
+	spin_lock(&pv->stats_lock);
+	pv->stats.answering = true;
+	spin_unlock(&pv->stats_lock);
+
 	hf = le64_to_cpu(READ_ONCE(hdr->host_features));
 	WRITE_ONCE(hdr->response_id, 0);
 	/* response_id = 0 is visible before any other response write. */
@@ -717,8 +725,12 @@ static bool pvfree_answer(struct pvfree *pv, u64 id, ktime_t t0)
 
 	/* Only the latest request needs an answer. */
 	if (status != PVFREE_STATUS_ABORTED &&
-	    le64_to_cpu(READ_ONCE(hdr->request_id)) != id)
+	    le64_to_cpu(READ_ONCE(hdr->request_id)) != id) {
+		spin_lock(&pv->stats_lock);
+		pv->stats.answering = false;
+		spin_unlock(&pv->stats_lock);
 		return false;
+	}
 
 	hdr->status = cpu_to_le32(status);
 	hdr->content = content;
@@ -824,6 +836,7 @@ static int pvfree_stats_show(struct seq_file *m, void *v)
 
 	seq_printf(m, "transport: %s\n", pv->transport->name);
 	seq_printf(m, "registered: %d\n", s.registered);
+	seq_printf(m, "answering: %d\n", s.answering);
 	seq_printf(m, "requests: %llu\n", s.requests);
 	seq_printf(m, "last_request_id: %llu\n", s.last_request_id);
 	seq_printf(m, "last_status: %u\n", s.last_status);

@@ -341,10 +341,18 @@ static const struct file_operations pvfree_st_fops = {
 	.llseek = default_llseek,
 };
 
+static bool selftest = true;
+module_param(selftest, bool, 0444);
+MODULE_PARM_DESC(selftest,
+		 "self-test: start the self-test transport (0: use the PCI device)");
+
 int pvfree_selftest_init(void)
 {
 	struct pvfree_selftest *st;
 	int ret;
+
+	if (!selftest)
+		return 0;
 
 	st = kzalloc(sizeof(*st), GFP_KERNEL);
 	if (!st)

@@ -18,6 +18,9 @@
 #             storage_max_order=0)
 #   GUEST_SCRIPT  extra shell run in the guest after the checks
 #   EXPECT_STATUS  status the requests must get (default 1 = OK)
+#   ABORT     1 (with MIGRATE=1 and a SELFTEST=1 build loaded with
+#             INSMOD_ARGS="selftest=0 walk_delay_us=20000"): rmmod while
+#             the request is being answered, expect ABORTED
 #   MIGRATE   N: with the device, migrate the guest to /dev/null N times
 #             (HMP "migrate exec:cat>/dev/null", then "cont") so that QEMU
 #             publishes a request, and check the guest's answer
@@ -111,6 +114,22 @@ if [ "${MIGRATE:-0}" -gt 0 ]; then
 	m=1
 	while [ \$m -le ${MIGRATE:-0} ]; do
 		echo "SMOKE: migrate now \$m"
+		if [ "${ABORT:-}" = 1 ]; then
+			i=0
+			while [ \$i -lt 1200 ] &&
+			      ! grep -q '^answering: 1' \$st; do
+				sleep 0.1; i=\$((i + 1))
+			done
+			rmmod pvfree || bad "rmmod during request"
+			dmesg | grep -q 'request [0-9]* aborted' &&
+				ok "rmmod during request: ABORTED" ||
+				bad "rmmod during request: not aborted"
+			dmesg | grep pvfree | tail -3
+			sleep 20
+			insmod /pvfree.ko \$(cat /insmod.args) ||
+				bad "insmod after abort"
+			break
+		fi
 		i=0
 		while [ \$i -lt 600 ] &&
 		      ! grep -q "^requests: \$m\\\$" \$st; do
