@@ -17,7 +17,7 @@ class Scenario:
     def __init__(self, name, flavour="cloud-6.1", mem_mb=1024, smp=1,
                  append="", device="pvfree", device_opts="", driver=True,
                  dirty_mib=0, hold_mib=32, writer_mib=4, fragment_mib=0,
-                 churn=False, files_mib=0, transport="tcp", expect_skipped=None,
+                 churn=False, files_mib=0, transport="tcp", hops=1, expect_skipped=None,
                  expect_status=None, expect_content=None, timeout=600,
                  label=None):
         self.name = name
@@ -34,6 +34,7 @@ class Scenario:
         self.churn = churn
         self.files_mib = files_mib      # page-cache churn, primed with N MiB
         self.transport = transport
+        self.hops = hops                # migrations in a row
         self.expect_skipped = expect_skipped    # ">0", "==0" or None
         # query-pvfree last-status: a string or a tuple of accepted ones
         self.expect_status = expect_status
@@ -49,6 +50,8 @@ class Scenario:
             bits.append(self.append)
         if self.device_opts:
             bits.append(self.device_opts)
+        if self.hops > 1:
+            bits.append(f"{self.hops} hops")
         if self.transport != "tcp":
             bits.append(self.transport + ":")
         return ", ".join(bits)
@@ -63,6 +66,57 @@ def _registered(vm, timeout=30):
         if time.time() > deadline:
             raise TestFailure(f"driver did not register: {pv}")
         time.sleep(0.5)
+
+
+def _check_destination(sc, r, dst, daemons, fail, progress, wd, suffix=""):
+    """Guest alive, workloads verify, guest stats, dmesg clean."""
+    dc = dst.console
+    _, out = dc.run("echo pong-$((6*7))", timeout=60)
+    if "pong-42" not in out:
+        fail(f"echo test{suffix}: {out!r}")
+    r.setdefault("mismatches", 0)
+    for d in daemons:
+        rc, out = dc.run(f"pvfree-workload verify /run/{d}.pid "
+                         f"/run/{d}.res 300", timeout=330, check=False)
+        line = next((l for l in out.splitlines()
+                     if l.startswith(("VERIFY", "CHURN", "FILES"))),
+                    out.strip())
+        f = h.parse_fields(line)
+        r[f"verify_{d}{suffix}"] = line
+        mis = int(f.get("mismatches", "-1"))
+        if rc != 0 or mis != 0:
+            fail(f"{d} verify{suffix} rc={rc}: {line}")
+            r["mismatches"] += max(mis, 1)
+    if sc.device == "pvfree" and sc.driver:
+        rc, out = dc.run("cat /sys/kernel/debug/pvfree/stats", check=False)
+        r["guest_stats" + suffix] = h.parse_kv(out)
+        progress(f"  [{sc.name}] guest stats{suffix}: " + ", ".join(
+            f"{k}={v}" for k, v in r["guest_stats" + suffix].items()))
+    _, out = dc.run("dmesg", timeout=120)
+    with open(os.path.join(wd, f"{dst.name}.dmesg"), "w") as f:
+        f.write(out)
+    bad = h.dmesg_problems(out)
+    r["dmesg_bad"] = r.get("dmesg_bad", []) + bad
+    if bad:
+        fail(f"dmesg{suffix}: {bad[:3]}")
+
+
+def _query_pvfree(sc, src, r, progress, suffix=""):
+    pv = src.qmp.cmd("query-pvfree")
+    r["pvfree" + suffix] = pv
+    r["skipped" + suffix] = pv.get("pages-skipped")
+    r["last_status" + suffix] = pv.get("last-status")
+    progress(f"  [{sc.name}] query-pvfree{suffix}: " + ", ".join(
+        f"{k}={v}" for k, v in pv.items()))
+    try:
+        src.qmp.hmp("info pvfree")      # into the QMP log
+    except TestFailure:
+        pass
+    # whatever the scenario: no answer accepted, nothing skipped
+    if pv.get("last-status") != "ok" and pv.get("pages-skipped"):
+        fail_msg = (f"last-status {pv.get('last-status')} but "
+                    f"{pv.get('pages-skipped')} pages skipped")
+        r["failures"].append(fail_msg + suffix)
 
 
 def run(sc, qemu, progress=log):
@@ -131,46 +185,9 @@ def run(sc, qemu, progress=log):
                       progress=progress, tag=f"[{sc.name}] ")
         r.update(m)
         if sc.device == "pvfree":
-            pv = src.qmp.cmd("query-pvfree")
-            r["pvfree"] = pv
-            r["skipped"] = pv.get("pages-skipped")
-            r["last_status"] = pv.get("last-status")
-            progress(f"  [{sc.name}] query-pvfree: " + ", ".join(
-                f"{k}={v}" for k, v in pv.items()))
-            try:
-                src.qmp.hmp("info pvfree")      # into the QMP log
-            except TestFailure:
-                pass
+            _query_pvfree(sc, src, r, progress)
 
-        dc = dst.console
-        _, out = dc.run("echo pong-$((6*7))", timeout=60)
-        if "pong-42" not in out:
-            fail(f"echo test: {out!r}")
-        r["mismatches"] = 0
-        for d in daemons:
-            rc, out = dc.run(f"pvfree-workload verify /run/{d}.pid "
-                             f"/run/{d}.res 300", timeout=330, check=False)
-            line = next((l for l in out.splitlines()
-                         if l.startswith(("VERIFY", "CHURN", "FILES"))),
-                        out.strip())
-            f = h.parse_fields(line)
-            r[f"verify_{d}"] = line
-            mis = int(f.get("mismatches", "-1"))
-            if rc != 0 or mis != 0:
-                fail(f"{d} verify rc={rc}: {line}")
-                r["mismatches"] += max(mis, 1)
-        if sc.device == "pvfree" and sc.driver:
-            rc, out = dc.run("cat /sys/kernel/debug/pvfree/stats", check=False)
-            r["guest_stats"] = h.parse_kv(out)
-            progress(f"  [{sc.name}] guest stats: " + ", ".join(
-                f"{k}={v}" for k, v in r["guest_stats"].items()))
-        _, out = dc.run("dmesg", timeout=120)
-        with open(os.path.join(wd, "dst.dmesg"), "w") as f:
-            f.write(out)
-        bad = h.dmesg_problems(out)
-        r["dmesg_bad"] = bad
-        if bad:
-            fail(f"dmesg: {bad[:3]}")
+        _check_destination(sc, r, dst, daemons, fail, progress, wd)
 
         if sc.expect_skipped == ">0" and not (r.get("skipped") or 0) > 0:
             fail(f"pages-skipped {r.get('skipped')} (expected > 0, "
@@ -193,6 +210,24 @@ def run(sc, qemu, progress=log):
             got = (r.get("guest_stats") or {}).get("content")
             if got != str(sc.expect_content):
                 fail(f"guest content {got} (expected {sc.expect_content})")
+        # further hops: the destination becomes the source (registration
+        # and request ids must survive migration)
+        for hop in range(2, sc.hops + 1):
+            sfx = f"_hop{hop}"
+            src.stop()
+            src, dst = dst, h.Vm(f"dst{hop}", incoming=True, **common)
+            dst.start()
+            progress(f"  [{sc.name}] hop {hop}: {src.name} -> {dst.name}")
+            m = h.migrate(src, dst, "tcp", timeout=sc.timeout,
+                          progress=progress, tag=f"[{sc.name}] ")
+            r["transferred" + sfx] = m["transferred"]
+            r["total_time_ms" + sfx] = m["total_time_ms"]
+            if sc.device == "pvfree":
+                _query_pvfree(sc, src, r, progress, sfx)
+                if sc.expect_skipped == ">0" and not r["skipped" + sfx]:
+                    fail(f"hop {hop}: pages-skipped {r['skipped' + sfx]} "
+                         f"({r['last_status' + sfx]})")
+            _check_destination(sc, r, dst, daemons, fail, progress, wd, sfx)
     except TestFailure as e:
         fail(str(e))
     except Exception as e:  # a harness bug still has to clean up and report
