@@ -16,7 +16,8 @@
 #   MEM       QEMU -m argument (default 1024)
 #   INSMOD_ARGS  module parameters (SELFTEST=1 builds: force_table=1,
 #             storage_max_order=0)
-#   GUEST_SCRIPT  extra shell run in the guest after the checks
+#   GUEST_SCRIPT  extra shell run in the guest after the checks (before
+#             the migrations)
 #   EXPECT_STATUS  status the requests must get (default 1 = OK)
 #   ABORT     1 (with MIGRATE=1 and a SELFTEST=1 build loaded with
 #             INSMOD_ARGS="selftest=0 walk_delay_us=20000"): rmmod while
@@ -109,6 +110,7 @@ while [ \$i -lt $LOOPS ]; do
 	i=\$((i + 1))
 done
 ok "rmmod/insmod x$LOOPS"
+. /extra.sh
 if [ "${MIGRATE:-0}" -gt 0 ]; then
 	st=/sys/kernel/debug/pvfree/stats
 	m=1
@@ -144,10 +146,9 @@ if [ "${MIGRATE:-0}" -gt 0 ]; then
 		m=\$((m + 1))
 	done
 fi
-. /extra.sh
 rmmod pvfree && ok "final rmmod" || bad "final rmmod"
 dmesg | grep -vE 'taints kernel|module verification failed' |
-	grep -iE 'bug|warn|oops|call trace|pvfree.*(error|fail)' &&
+	grep -E 'Oops|BUG|WARNING|Call Trace|Bad page|memory corruption|page allocation failure|pvfree.*(error|fail)' &&
 	bad "dmesg has warnings" || ok "dmesg clean"
 echo SMOKE-DONE
 poweroff -f
