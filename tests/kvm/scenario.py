@@ -228,6 +228,12 @@ def run(sc, qemu, progress=log):
                     fail(f"hop {hop}: pages-skipped {r['skipped' + sfx]} "
                          f"({r['last_status' + sfx]})")
             _check_destination(sc, r, dst, daemons, fail, progress, wd, sfx)
+            gs = r.get("guest_stats" + sfx) or {}
+            if sc.device == "pvfree" and sc.driver and \
+                    gs.get("last_request_id") != str(hop):
+                fail(f"hop {hop}: guest last_request_id "
+                     f"{gs.get('last_request_id')} (expected {hop}: request "
+                     f"ids must keep increasing across migrations)")
     except TestFailure as e:
         fail(str(e))
     except Exception as e:  # a harness bug still has to clean up and report
