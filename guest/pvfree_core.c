@@ -130,6 +130,7 @@ struct pvfree {
 
 	struct mutex grow_lock;		/* storage (re)allocation */
 	struct notifier_block mem_nb;
+	struct work_struct grow_work;	/* retry after NO_SPACE */
 
 	struct mutex reg_lock;		/* attach/detach vs. doorbell */
 	bool registered;		/* attached to the host */
@@ -273,10 +274,14 @@ MODULE_PARM_DESC(storage_max_order, "self-test: largest bitmap block order");
 static uint walk_delay_us;
 module_param(walk_delay_us, uint, 0644);
 MODULE_PARM_DESC(walk_delay_us, "self-test: sleep between batches");
+static bool fail_storage;
+module_param(fail_storage, bool, 0644);
+MODULE_PARM_DESC(fail_storage, "self-test: storage allocations fail");
 #else
 #define force_table		false
 #define storage_max_order	PVFREE_STORAGE_MAX_ORDER
 #define walk_delay_us		0
+#define fail_storage		false
 #endif
 
 static void pvfree_bitmap_free(struct pvfree_storage *st)
@@ -350,6 +355,8 @@ static struct pvfree_storage *pvfree_storage_alloc(unsigned long start_pfn,
 
 	if (bytes > (u64)PVFREE_MAX_EXTENTS * PAGE_SIZE)
 		return ERR_PTR(-E2BIG);
+	if (fail_storage)
+		return ERR_PTR(-ENOMEM);
 
 	st = kzalloc(sizeof(*st), GFP_KERNEL);
 	if (!st)
@@ -402,12 +409,16 @@ static void pvfree_install(struct pvfree *pv, struct pvfree_storage *st)
 	struct pvfree_header *hdr = pv->hdr;
 
 	/*
-	 * Withdraw any published response before its storage goes away:
-	 * the host re-reads response_id after reading the bitmap.
+	 * Withdraw a published OK response before its storage goes away:
+	 * the host re-reads response_id after reading the bitmap.  Other
+	 * responses do not refer to storage and stay (the host may still
+	 * be about to read their status).
 	 */
-	WRITE_ONCE(hdr->response_id, 0);
-	/* Pairs with the host's read barrier before that re-read. */
-	smp_mb();
+	if (le32_to_cpu(hdr->status) == PVFREE_STATUS_OK) {
+		WRITE_ONCE(hdr->response_id, 0);
+		/* Pairs with the host's read barrier before that re-read. */
+		smp_mb();
+	}
 	memcpy(hdr->extents, st->ext, sizeof(hdr->extents));
 	pv->storage = st;
 
@@ -462,6 +473,11 @@ static void pvfree_grow(struct pvfree *pv)
 		 st->table_extents ? " (extent table)" : "");
 out:
 	mutex_unlock(&pv->grow_lock);
+}
+
+static void pvfree_grow_work(struct work_struct *work)
+{
+	pvfree_grow(container_of(work, struct pvfree, grow_work));
 }
 
 static int pvfree_memory_notify(struct notifier_block *nb,
@@ -773,6 +789,9 @@ static bool pvfree_answer(struct pvfree *pv, u64 id, ktime_t t0)
 	if (status == PVFREE_STATUS_ABORTED)
 		dev_info(pv->dev, "request %llu aborted after %llu batches\n",
 			 id, w.batches);
+	/* Try again to cover RAM, outside the request path. */
+	if (status == PVFREE_STATUS_NO_SPACE && !READ_ONCE(pv->stopping))
+		queue_work(system_unbound_wq, &pv->grow_work);
 	dev_dbg(pv->dev,
 		"request %llu: status %u content %u, %llu free frames, %llu us, %llu batches, max hold %llu us\n",
 		id, status, content, free_frames, snapshot_us, w.batches,
@@ -907,6 +926,7 @@ struct pvfree *pvfree_create(struct device *dev,
 	mutex_init(&pv->reg_lock);
 	spin_lock_init(&pv->stats_lock);
 	INIT_WORK(&pv->work, pvfree_work);
+	INIT_WORK(&pv->grow_work, pvfree_grow_work);
 
 	/* One zeroed, frame-aligned header frame (a page >= a frame). */
 	BUILD_BUG_ON(PAGE_SIZE < PVFREE_HEADER_SIZE);
@@ -1040,6 +1060,7 @@ void pvfree_destroy(struct pvfree *pv)
 	pvfree_stop(pv);
 	cancel_work_sync(&pv->work);
 	unregister_memory_notifier(&pv->mem_nb);
+	cancel_work_sync(&pv->grow_work);
 	debugfs_remove_recursive(pv->debugfs);
 	if (!pv->leak) {
 		pvfree_storage_free(pv->storage);
