@@ -239,8 +239,20 @@ class Cpio:
         return self.buf.getvalue()
 
 
+_built = {}
+
+
 def initramfs(flavour, with_pvfree=True):
-    """Returns (kernel, initrd path, has_pvfree_ko)."""
+    """Returns (kernel, initrd path, has_pvfree_ko).  Built once per process
+    and flavour, so every scenario of a run uses the same guest module even
+    if guest/ changes meanwhile."""
+    key = (flavour, with_pvfree)
+    if key not in _built:
+        _built[key] = _initramfs(flavour, with_pvfree)
+    return _built[key]
+
+
+def _initramfs(flavour, with_pvfree):
     k = kernel(flavour)
     wl = workload()
     kdir, mods = extra_modules(k)
