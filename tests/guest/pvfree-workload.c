@@ -26,6 +26,9 @@
  *   -s SEED      pattern seed
  *   -m MIB       churn: most memory held at once (default 64)
  *
+ * SIGUSR2 (hold/fragment) zeroes one held page: a negative control for the
+ * harness, whose verify must then report exactly one mismatch.
+ *
  * On SIGUSR1 a daemon stops writing, checks every page it holds and writes
  * "VERIFY pages=N mismatches=M ..." (churn: "CHURN rounds=... mismatches=M")
  * to RESULT.  It keeps holding its memory afterwards, so a later SIGUSR1
@@ -53,13 +56,15 @@
 #define WORDS		(PAGE / 8)
 #define PAGE_MAGIC	0x7076667265655047ULL	/* "GPeerfvp" */
 
-static volatile sig_atomic_t got_usr1, got_term;
+static volatile sig_atomic_t got_usr1, got_usr2, got_term;
 static volatile int stop_writer;
 
 static void on_signal(int sig)
 {
 	if (sig == SIGUSR1)
 		got_usr1 = 1;
+	else if (sig == SIGUSR2)
+		got_usr2 = 1;
 	else
 		got_term = 1;
 }
@@ -205,6 +210,7 @@ static void setup_signals(void)
 	sigaction(SIGUSR1, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGUSR2, &sa, NULL);
 }
 
 /* ---- hold / fragment ---------------------------------------------------- */
@@ -333,6 +339,7 @@ static int run_hold(const struct opts *o, int fragment)
 	sigaddset(&block, SIGUSR1);
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGUSR2);
 	sigprocmask(SIG_BLOCK, &block, &old);
 	have_writer = r.writer_pages > 0;
 	if (have_writer && pthread_create(&th, NULL, writer, &r)) {
@@ -340,8 +347,19 @@ static int run_hold(const struct opts *o, int fragment)
 		return 2;
 	}
 	for (;;) {
-		if (!got_usr1 && !got_term)
+		if (!got_usr1 && !got_usr2 && !got_term)
 			sigsuspend(&old);
+		if (got_usr2) {
+			/* negative control: damage one held page the way a lost
+			 * page would look (zeroed), so verify must count it */
+			got_usr2 = 0;
+			if (have_writer) {
+				stop_writer = 1;
+				pthread_join(th, NULL);
+				have_writer = 0;
+			}
+			memset(r.base + (r.npages / 2 & ~1ULL) * PAGE, 0, PAGE);
+		}
 		if (got_usr1 || got_term) {
 			if (have_writer) {
 				stop_writer = 1;

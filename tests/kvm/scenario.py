@@ -17,7 +17,8 @@ class Scenario:
     def __init__(self, name, flavour="cloud-6.1", mem_mb=1024, smp=1,
                  append="", device="pvfree", device_opts="", driver=True,
                  dirty_mib=0, hold_mib=32, writer_mib=4, fragment_mib=0,
-                 churn=False, files_mib=0, transport="tcp", hops=1, expect_skipped=None,
+                 churn=False, files_mib=0, transport="tcp", hops=1,
+                 corrupt=False, expect_skipped=None,
                  expect_status=None, expect_content=None, timeout=600,
                  label=None):
         self.name = name
@@ -35,6 +36,9 @@ class Scenario:
         self.files_mib = files_mib      # page-cache churn, primed with N MiB
         self.transport = transport
         self.hops = hops                # migrations in a row
+        # negative control: zero one hold page on the destination before
+        # verifying; verify must then find exactly that one mismatch
+        self.corrupt = corrupt
         self.expect_skipped = expect_skipped    # ">0", "==0" or None
         # query-pvfree last-status: a string or a tuple of accepted ones
         self.expect_status = expect_status
@@ -76,6 +80,9 @@ def _check_destination(sc, r, dst, daemons, fail, progress, wd, suffix=""):
         fail(f"echo test{suffix}: {out!r}")
     r.setdefault("mismatches", 0)
     for d in daemons:
+        control = sc.corrupt and d == "hold" and not suffix
+        if control:
+            dc.run("kill -USR2 $(cat /run/hold.pid) && sleep 1")
         rc, out = dc.run(f"pvfree-workload verify /run/{d}.pid "
                          f"/run/{d}.res 300", timeout=330, check=False)
         line = next((l for l in out.splitlines()
@@ -84,7 +91,12 @@ def _check_destination(sc, r, dst, daemons, fail, progress, wd, suffix=""):
         f = h.parse_fields(line)
         r[f"verify_{d}{suffix}"] = line
         mis = int(f.get("mismatches", "-1"))
-        if rc != 0 or mis != 0:
+        if control:
+            if mis != 1 or rc != 1:
+                fail(f"negative control: one zeroed page not reported "
+                     f"(rc={rc}): {line}")
+            r["control_detected"] = mis == 1
+        elif rc != 0 or mis != 0:
             fail(f"{d} verify{suffix} rc={rc}: {line}")
             r["mismatches"] += max(mis, 1)
     if sc.device == "pvfree" and sc.driver:
