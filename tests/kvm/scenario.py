@@ -190,7 +190,13 @@ def run(sc, qemu, progress=log):
         _, out = c.run("cat /proc/meminfo")
         mi = h.parse_kv(out)
         r["guest_memfree_mib"] = int(mi.get("MemFree", "0 kB").split()[0]) // 1024
-        progress(f"  [{sc.name}] guest MemFree {r['guest_memfree_mib']} MiB; "
+        # free pages parked on per-CPU lists are not in the buddy free
+        # lists the driver walks: record how many there are
+        _, out = c.run("grep -E '^ +count: ' /proc/zoneinfo", check=False)
+        r["guest_pcp_pages"] = sum(int(l.split()[1]) for l in out.splitlines()
+                                   if l.strip().startswith("count:"))
+        progress(f"  [{sc.name}] guest MemFree {r['guest_memfree_mib']} MiB "
+                 f"({r['guest_pcp_pages']} pages on per-CPU lists); "
                  f"migrating ({sc.transport})")
 
         m = h.migrate(src, dst, sc.transport, timeout=sc.timeout,
