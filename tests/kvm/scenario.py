@@ -18,7 +18,7 @@ class Scenario:
                  append="", device="pvfree", device_opts="", driver=True,
                  dirty_mib=0, hold_mib=32, writer_mib=4, fragment_mib=0,
                  churn=False, files_mib=0, transport="tcp", hops=1,
-                 corrupt=False, expect_skipped=None,
+                 corrupt=False, settle_s=0, expect_skipped=None,
                  expect_status=None, expect_content=None, timeout=600,
                  label=None):
         self.name = name
@@ -39,6 +39,7 @@ class Scenario:
         # negative control: zero one hold page on the destination before
         # verifying; verify must then find exactly that one mismatch
         self.corrupt = corrupt
+        self.settle_s = settle_s        # guest idles this long before migrating
         self.expect_skipped = expect_skipped    # ">0", "==0" or None
         # query-pvfree last-status: a string or a tuple of accepted ones
         self.expect_status = expect_status
@@ -190,6 +191,8 @@ def run(sc, qemu, progress=log):
         _, out = c.run("cat /proc/meminfo")
         mi = h.parse_kv(out)
         r["guest_memfree_mib"] = int(mi.get("MemFree", "0 kB").split()[0]) // 1024
+        if sc.settle_s:
+            c.run(f"sleep {sc.settle_s}", timeout=sc.settle_s + 60)
         # free pages parked on per-CPU lists are not in the buddy free
         # lists the driver walks: record how many there are
         _, out = c.run("grep -E '^ +count: ' /proc/zoneinfo", check=False)
