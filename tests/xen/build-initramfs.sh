@@ -20,6 +20,24 @@ log() { echo "build-initramfs: $*" >&2; }
 read -r _ dom0_rel dom0_dir _ < <("$top/scripts/guest-kernels.sh" amd64-6.1)
 read -r _ domu_rel domu_dir _ < <("$top/scripts/guest-kernels.sh" cloud-6.1)
 xglib=$("$top/hv-xen/build-xen-tools.sh")
+xenver=$(sed -n 's/^xen //p' "$xglib/../inputs.txt")
+
+# dom0's toolstack: Debian's binary packages of the very version the
+# patched libxenguest is built from (libxenguest uses libxenctrl's
+# internals, so 4.17.5 and 4.17.7 must not be mixed: heap corruption).
+debs=$cache/xen-debs-$xenver
+tsroot=$debs/root
+if [ ! -f "$tsroot/.done" ]; then
+	log "fetching Debian's xen-utils-4.17 $xenver"
+	mkdir -p "$debs"
+	pkgs=(xen-utils-4.17 libxenmisc4.17 libxenstore4 libxencall1
+	      libxenevtchn1 libxenforeignmemory1 libxengnttab1 libxendevicemodel1
+	      libxenhypfs1 libxentoolcore1 libxentoollog1 xenstore-utils)
+	(cd "$debs" && apt-get download "${pkgs[@]/%/=$xenver}" >&2)
+	rm -rf "$tsroot"
+	for d in "$debs"/*.deb; do dpkg-deb -x "$d" "$tsroot"; done
+	touch "$tsroot/.done"
+fi
 
 # The dom0 kernel's modules, from its linux-image package:
 # $kbase/lib/modules/$dom0_rel.
@@ -40,9 +58,8 @@ fi
 hash=$( (echo "$dom0_rel $domu_rel"
 	 cat "$0" "$here"/dom0-init.sh "$here"/domu-init.sh "$here"/domu.cfg \
 	     "$here"/countbytes.c "$here"/pvfree-standin.c "$here"/standin-check.c \
-	     "$top/include/pvfree/abi.h" "$xglib"/libxenguest.so.4.17.0 \
-	     /usr/lib/x86_64-linux-gnu/libxenguest.so.4.17.0
-	 dpkg-query -W xen-utils-4.17 busybox-static) | sha256sum | cut -c1-16)
+	     "$top/include/pvfree/abi.h" "$xglib"/libxenguest.so.4.17.0
+	 echo "$xenver"; dpkg-query -W busybox-static) | sha256sum | cut -c1-16)
 out=$cache/xen-test/$hash
 if [ -f "$out/dom0.cpio.gz" ]; then
 	echo "$dom0_dir/vmlinuz $out/dom0.cpio.gz"
@@ -93,23 +110,30 @@ bins=("$xenbin/xl" "$xenbin/xenstored" "$xenbin/xenconsoled"
       /usr/bin/xenstore-rm)
 for b in "${bins[@]}"; do
 	mkdir -p "$r$(dirname "$b")"
-	cp -a "$b" "$r$b"
+	cp -a "$tsroot$b" "$r$b"
 done
-# Shared libraries, resolved on the host (same Debian release).
-libs=$(for b in "${bins[@]}" "$xglib/libxenguest.so.4.17.0"; do ldd "$b"; done |
+# Shared libraries: Xen's from $tsroot, the rest from this host (same
+# Debian release), resolved against $tsroot's libraries.
+tslib=$tsroot/usr/lib/x86_64-linux-gnu
+libs=$(for b in "${bins[@]}" "$xglib/libxenguest.so.4.17.0"; do
+		LD_LIBRARY_PATH=$tslib ldd "$tsroot$b" 2>/dev/null || ldd "$b"
+	done |
        sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) .*/\1/p' |
-       sort -u)
+       grep -v "^$tsroot" | grep -v -E '/lib(xen|xlutil)' | sort -u)
 for l in $libs /lib/x86_64-linux-gnu/libgcc_s.so.1; do
 	real=$(readlink -f "$l")
 	mkdir -p "$r$(dirname "$l")"
 	cp "$real" "$r$l"
 done
+for l in "$tslib"/libxen*.so.* "$tslib"/libxlutil.so.*; do
+	cp -a "$l" "$r/usr/lib/x86_64-linux-gnu/"
+done
 # /lib and /lib64 are symlinks into /usr on Debian 12.
 [ -e "$r/lib64/ld-linux-x86-64.so.2" ] ||
 	cp /lib64/ld-linux-x86-64.so.2 "$r/lib64/"
 # pvfree's libxenguest replaces Debian's; Debian's stays for comparison.
-cp /usr/lib/x86_64-linux-gnu/libxenguest.so.4.17.0 \
-   "$r/opt/debian-lib/libxenguest.so.4.17"
+rm -f "$r"/usr/lib/x86_64-linux-gnu/libxenguest.so.4.17*
+cp "$tslib/libxenguest.so.4.17.0" "$r/opt/debian-lib/libxenguest.so.4.17"
 cp "$xglib/libxenguest.so.4.17.0" \
    "$r/usr/lib/x86_64-linux-gnu/libxenguest.so.4.17"
 [ -e "$r/usr/lib/x86_64-linux-gnu/libxenstore.so.4" ] || {

@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/busybox sh
 # SPDX-License-Identifier: MIT
 #
 # /init of the dom0 initramfs (tests/xen/build-initramfs.sh): start the Xen
@@ -92,8 +92,8 @@ for c in $(echo $cases | tr ':' ' '); do
 		> /tmp/mig-$c.log 2>&1
 	rc=$?
 	t1=$(uptime_s)
-	grep -E 'pvfree|Saving domain|Found x86|migration target|Migration failed|error|ERROR' \
-		/tmp/mig-$c.log | tr '\r' '\n' | sed "s/^/PVFREE-LOG $c: /" | head -40
+	tr '\r' '\n' < /tmp/mig-$c.log | grep -v -E '%|^$' |
+		sed "s/^/PVFREE-LOG $c: /" | head -80
 	set -- $(cat /tmp/count 2>/dev/null || echo "0 0")
 	bytes=$1 stream=$2
 	xenstore-write $(key data/pvfree-test/check) "$c-$n"
