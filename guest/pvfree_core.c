@@ -7,15 +7,21 @@
  * in a bitmap shared with the host, the bits of every frame found on a
  * free list.  Any page on a free list under zone->lock is free at that
  * instant, and the host started dirty tracking before it published the
- * request, so a set bit is always safe; a page missed (on a per-CPU list,
- * or freed while the walk was elsewhere) is only a lost optimisation.
+ * request, so a set bit is always safe; a page missed (freed while the
+ * walk was elsewhere) is only a lost optimisation.  Order-0 pages on the
+ * per-CPU lists are free too (a large exit parks tens of MiB there, and
+ * drain_all_pages() is not exported), so they are marked as well, under
+ * pcp->lock.
  * See docs/design.md and include/pvfree/abi.h.
  *
  * Locking:
  *   pv->grow_lock serialises storage (re)allocation;
  *   pv->lock serialises answering a request against installing storage;
  *   pv->reg_lock serialises attach/detach against the doorbell;
- *   zone->lock is taken for at most PVFREE_BATCH free-list entries.
+ *   pv->pcp_mutex keeps memory offlining from freeing a zone's per-CPU
+ *   pagesets (zone_pcp_reset()) while the walk uses them;
+ *   zone->lock and pcp->lock are taken for at most PVFREE_BATCH list
+ *   entries.
  * No memory is allocated while a request is being answered.
  *
  * Copyright (c) 2026 The pvfree authors
@@ -103,6 +109,7 @@ struct pvfree_stats {
 	u32 max_lock_hold_us;
 	u64 batches;
 	u64 entries;
+	u64 pcp_frames;
 	u64 out_of_range;
 	u64 ok;
 	u64 busy;
@@ -132,6 +139,9 @@ struct pvfree {
 	struct notifier_block mem_nb;
 	struct work_struct grow_work;	/* retry after NO_SPACE */
 
+	struct mutex pcp_mutex;		/* pcp walk vs. memory offlining */
+	unsigned int offlining;		/* under pcp_mutex */
+
 	struct mutex reg_lock;		/* attach/detach vs. doorbell */
 	bool registered;		/* attached to the host */
 
@@ -152,6 +162,7 @@ struct pvfree_walk {
 	unsigned long end_pfn;
 	u64 batches;
 	u64 entries;
+	u64 pcp_pages;
 	u64 out_of_range;
 	u64 max_hold_ns;
 };
@@ -491,6 +502,22 @@ static int pvfree_memory_notify(struct notifier_block *nb,
 	 */
 	if (action == MEM_GOING_ONLINE || action == MEM_ONLINE)
 		pvfree_grow(pv);
+
+	/*
+	 * offline_pages() may free a zone's per-CPU pagesets between
+	 * MEM_GOING_OFFLINE and MEM_OFFLINE/MEM_CANCEL_OFFLINE: no pcp walk
+	 * in between.  A cancel may come without our GOING_OFFLINE (an
+	 * earlier notifier failed), hence the check.  An offline already
+	 * past GOING_OFFLINE when the notifier is registered is not seen:
+	 * get_online_mems() is not exported.
+	 */
+	mutex_lock(&pv->pcp_mutex);
+	if (action == MEM_GOING_OFFLINE)
+		pv->offlining++;
+	else if ((action == MEM_OFFLINE || action == MEM_CANCEL_OFFLINE) &&
+		 pv->offlining)
+		pv->offlining--;
+	mutex_unlock(&pv->pcp_mutex);
 	return NOTIFY_OK;
 }
 
@@ -637,6 +664,128 @@ static int pvfree_walk_zones(struct pvfree_walk *w)
 	return 0;
 }
 
+/*
+ * Mark up to PVFREE_BATCH pages of one order-0 per-CPU list, from its
+ * head; called with pcp->lock held.  Rotates the next unvisited entry to
+ * the front, as pvfree_walk_list() does, and returns true if there is one.
+ */
+static bool pvfree_pcp_batch(struct pvfree_walk *w, struct list_head *list,
+			     struct page **first, unsigned long *budget)
+{
+	struct page *page;
+	unsigned int n = 0;
+	bool more = false;
+
+	list_for_each_entry(page, list, pcp_list) {
+		if (page == *first || !*budget)
+			break;
+		if (n == PVFREE_BATCH) {
+			list_rotate_to_front(&page->pcp_list, list);
+			more = true;
+			break;
+		}
+		if (!*first)
+			*first = page;
+		pvfree_mark(w, page, 0);
+		n++;
+		(*budget)--;
+	}
+	w->entries += n;
+	w->pcp_pages += n;
+	return more;
+}
+
+/*
+ * Mark the pages of one per-CPU list, PVFREE_BATCH per pcp->lock hold,
+ * ending like pvfree_walk_list() (end, first page again, or 2 * count +
+ * one batch).  pcp->lock is the lock the allocator itself holds to use
+ * the list, from any CPU (drain_pages_zone() takes a remote one), and is
+ * otherwise only trylocked from interrupts; so a page seen here is owned
+ * by the allocator, i.e. free.  Rotating costs only the cache-hot order
+ * of the list.  Returns -EINTR if the driver is stopping.
+ */
+static int pvfree_walk_pcp_list(struct pvfree_walk *w,
+				struct per_cpu_pages *pcp,
+				struct list_head *list)
+{
+	struct page *first = NULL;
+	unsigned long flags, budget;
+	bool more;
+	u64 t0;
+
+	/* Unlocked peek: most lists are empty; a miss is harmless. */
+	if (data_race(list_empty(list)))
+		return 0;
+
+	spin_lock_irqsave(&pcp->lock, flags);
+	t0 = ktime_get_ns();
+	budget = 2 * max(pcp->count, 0) + PVFREE_BATCH;
+	for (;;) {
+		more = pvfree_pcp_batch(w, list, &first, &budget);
+		pvfree_hold_end(w, t0);
+		if (!more)
+			break;
+		spin_unlock_irqrestore(&pcp->lock, flags);
+		cond_resched();
+		if (READ_ONCE(w->pv->stopping))
+			return -EINTR;
+		spin_lock_irqsave(&pcp->lock, flags);
+		t0 = ktime_get_ns();
+	}
+	spin_unlock_irqrestore(&pcp->lock, flags);
+	return 0;
+}
+
+/*
+ * Order-0 pages only: pindex == migratetype for order 0 in 6.1 and 6.12
+ * (order_to_pindex()); the index of higher orders is internal to
+ * mm/page_alloc.c (THP lists, PCP_THP), so those lists are skipped.
+ * Online CPUs: an offlined CPU's lists are drained (page_alloc_cpu_dead())
+ * and per_cpu_ptr() is valid for every possible CPU, so racing CPU
+ * hot-plug only loses pages.
+ */
+static int pvfree_walk_zone_pcp(struct pvfree_walk *w, struct zone *zone)
+{
+	struct per_cpu_pages __percpu *pset = READ_ONCE(zone->per_cpu_pageset);
+	unsigned int cpu, mt;
+	int ret;
+
+	for_each_online_cpu(cpu) {
+		struct per_cpu_pages *pcp = per_cpu_ptr(pset, cpu);
+
+		for (mt = 0; mt < MIGRATE_PCPTYPES; mt++) {
+			ret = pvfree_walk_pcp_list(w, pcp, &pcp->lists[mt]);
+			if (ret)
+				return ret;
+		}
+	}
+	return 0;
+}
+
+static int pvfree_walk_pcp(struct pvfree_walk *w)
+{
+	struct pvfree *pv = w->pv;
+	int nid, z, ret = 0;
+
+	mutex_lock(&pv->pcp_mutex);
+	/* An offline in progress: skip, a lost optimisation only. */
+	if (pv->offlining)
+		goto out;
+	for_each_online_node(nid) {
+		pg_data_t *pgdat = NODE_DATA(nid);
+
+		for (z = 0; z < MAX_NR_ZONES && !ret; z++) {
+			struct zone *zone = &pgdat->node_zones[z];
+
+			if (populated_zone(zone))
+				ret = pvfree_walk_zone_pcp(w, zone);
+		}
+	}
+out:
+	mutex_unlock(&pv->pcp_mutex);
+	return ret;
+}
+
 static u64 pvfree_weight(const u8 *map, size_t bytes)
 {
 	const unsigned long *words = (const unsigned long *)map;
@@ -660,7 +809,7 @@ static u32 pvfree_snapshot(struct pvfree *pv, struct pvfree_storage *st,
 	w->start_pfn = st->start_pfn;
 	w->end_pfn = st->end_pfn;
 	memset(st->bitmap, 0, used);
-	if (pvfree_walk_zones(w))
+	if (pvfree_walk_zones(w) || pvfree_walk_pcp(w))
 		return PVFREE_STATUS_ABORTED;
 	*free_frames = pvfree_weight(st->bitmap, used);
 	return PVFREE_STATUS_OK;
@@ -683,6 +832,7 @@ static void pvfree_account(struct pvfree *pv, u64 id, u32 status,
 	s->max_lock_hold_us = max_hold_us;
 	s->batches = w->batches;
 	s->entries = w->entries;
+	s->pcp_frames = pvfree_pfn_to_frame(w->pcp_pages);
 	s->out_of_range = w->out_of_range;
 	switch (status) {
 	case PVFREE_STATUS_OK:
@@ -865,6 +1015,7 @@ static int pvfree_stats_show(struct seq_file *m, void *v)
 	seq_printf(m, "max_lock_hold_us: %u\n", s.max_lock_hold_us);
 	seq_printf(m, "batches: %llu\n", s.batches);
 	seq_printf(m, "entries: %llu\n", s.entries);
+	seq_printf(m, "pcp_frames: %llu\n", s.pcp_frames);
 	seq_printf(m, "out_of_range: %llu\n", s.out_of_range);
 	seq_printf(m, "status_ok: %llu\n", s.ok);
 	seq_printf(m, "status_busy: %llu\n", s.busy);
@@ -924,6 +1075,7 @@ struct pvfree *pvfree_create(struct device *dev,
 	mutex_init(&pv->lock);
 	mutex_init(&pv->grow_lock);
 	mutex_init(&pv->reg_lock);
+	mutex_init(&pv->pcp_mutex);
 	spin_lock_init(&pv->stats_lock);
 	INIT_WORK(&pv->work, pvfree_work);
 	INIT_WORK(&pv->grow_work, pvfree_grow_work);
