@@ -55,9 +55,10 @@ uptime_s() { cut -d' ' -f1 /proc/uptime; }
 
 # wait_key KEY SECONDS: until the key exists
 wait_key() {
-	i=0
+	end=$(awk "BEGIN{print $(uptime_s) + $2}")
 	while ! xenstore-read $(key $1) >/dev/null 2>&1; do
-		i=$((i + 1)); [ $i -gt $(($2 * 10)) ] && return 1; sleep 0.1
+		awk "BEGIN{exit !($(uptime_s) > $end)}" && return 1
+		sleep 0.2
 	done
 }
 
