@@ -570,68 +570,118 @@ static void pvfree_hold_end(struct pvfree_walk *w, u64 t0)
 }
 
 /*
+ * One free list being walked and the lock that guards it: zone->lock for
+ * the free_area[] lists, pcp->lock for the per-CPU lists.
+ */
+struct pvfree_list {
+	spinlock_t *lock;	/* guards head; taken per batch */
+	struct list_head *head;
+	unsigned int order;
+	unsigned long budget;
+	struct page *first;	/* first page marked, to see the walk wrap */
+};
+
+/*
+ * buddy_list and pcp_list overlay each other in struct page (6.1 and
+ * 6.12), so one walker serves both kinds of list.
+ */
+static_assert(offsetof(struct page, buddy_list) ==
+	      offsetof(struct page, pcp_list));
+
+/*
+ * Mark up to PVFREE_BATCH pages of @l from its head; called with l->lock
+ * held.  Rotates the next unvisited entry to the front and returns the
+ * number of pages visited; *more says whether the list goes on.
+ */
+static unsigned int pvfree_walk_batch(struct pvfree_walk *w,
+				      struct pvfree_list *l, bool *more)
+{
+	struct page *page;
+	unsigned int n = 0;
+
+	*more = false;
+	list_for_each_entry(page, l->head, buddy_list) {
+		if (page == l->first || !l->budget)
+			break;
+		if (n == PVFREE_BATCH) {
+			list_rotate_to_front(&page->buddy_list, l->head);
+			*more = true;
+			break;
+		}
+		if (!l->first)
+			l->first = page;
+		pvfree_mark(w, page, l->order);
+		n++;
+		l->budget--;
+	}
+	w->entries += n;
+	return n;
+}
+
+static void pvfree_walk_pause(void)
+{
+	if (walk_delay_us)
+		usleep_range(walk_delay_us, walk_delay_us + 100);
+}
+
+/*
  * Mark every page of one free list, PVFREE_BATCH entries per lock hold.
  * Between holds the next unvisited entry is rotated to the front of the
  * list (as page_reporting_cycle() does), so after retaking the lock the
  * walk continues from the head; entries visited before now sit at the
  * tail.  The walk ends at the end of the list, when it meets the first
- * page it marked again (it has gone round), or after 2 * nr_free + one
- * batch entries, so it terminates however the list changes meanwhile.
- * Returns -EINTR if the driver is stopping.
+ * page it marked again (it has gone round), or after l->budget entries
+ * (twice the list's length plus one batch), so it terminates however the
+ * list changes meanwhile.  Returns the pages visited, or -EINTR if the
+ * driver is stopping.
  */
-static int pvfree_walk_list(struct pvfree_walk *w, struct zone *zone,
-			    unsigned int order, unsigned int mt)
+static long pvfree_walk_locked_list(struct pvfree_walk *w,
+				    struct pvfree_list *l)
 {
-	struct free_area *area = &zone->free_area[order];
-	struct list_head *list = &area->free_list[mt];
-	struct page *page, *first = NULL;
-	unsigned long flags, budget;
-	unsigned int n;
+	unsigned long flags;
+	long visited = 0;
 	bool more;
 	u64 t0;
 
 	/* Unlocked peek as in page_reporting_cycle(); a miss is harmless. */
-	if (data_race(list_empty(list)))
+	if (data_race(list_empty(l->head)))
 		return 0;
 
-	spin_lock_irqsave(&zone->lock, flags);
+	spin_lock_irqsave(l->lock, flags);
 	t0 = ktime_get_ns();
-	budget = 2 * area->nr_free + PVFREE_BATCH;
 	for (;;) {
-		more = false;
-		n = 0;
-		list_for_each_entry(page, list, buddy_list) {
-			if (page == first || !budget)
-				break;
-			if (n == PVFREE_BATCH) {
-				list_rotate_to_front(&page->buddy_list, list);
-				more = true;
-				break;
-			}
-			if (!first)
-				first = page;
-			pvfree_mark(w, page, order);
-			n++;
-			budget--;
-		}
-		w->entries += n;
+		visited += pvfree_walk_batch(w, l, &more);
 		pvfree_hold_end(w, t0);
 		if (!more)
 			break;
 
-		spin_unlock_irqrestore(&zone->lock, flags);
-		if (walk_delay_us)
-			usleep_range(walk_delay_us, walk_delay_us + 100);
+		spin_unlock_irqrestore(l->lock, flags);
+		pvfree_walk_pause();
 		cond_resched();
 		if (READ_ONCE(w->pv->stopping))
 			return -EINTR;
-		spin_lock_irqsave(&zone->lock, flags);
+		spin_lock_irqsave(l->lock, flags);
 		t0 = ktime_get_ns();
 	}
-	spin_unlock_irqrestore(&zone->lock, flags);
-	if (walk_delay_us)
-		usleep_range(walk_delay_us, walk_delay_us + 100);
-	return 0;
+	spin_unlock_irqrestore(l->lock, flags);
+	pvfree_walk_pause();
+	return visited;
+}
+
+static int pvfree_walk_list(struct pvfree_walk *w, struct zone *zone,
+			    unsigned int order, unsigned int mt)
+{
+	struct free_area *area = &zone->free_area[order];
+	struct pvfree_list l = {
+		.lock = &zone->lock,
+		.head = &area->free_list[mt],
+		.order = order,
+		/* Racy read: the budget only bounds a list that may change. */
+		.budget = 2 * data_race(area->nr_free) + PVFREE_BATCH,
+	};
+	long ret = pvfree_walk_locked_list(w, &l);
+
+	return ret < 0 ? ret : 0;
 }
 
 static int pvfree_walk_zones(struct pvfree_walk *w)
@@ -665,74 +715,29 @@ static int pvfree_walk_zones(struct pvfree_walk *w)
 }
 
 /*
- * Mark up to PVFREE_BATCH pages of one order-0 per-CPU list, from its
- * head; called with pcp->lock held.  Rotates the next unvisited entry to
- * the front, as pvfree_walk_list() does, and returns true if there is one.
- */
-static bool pvfree_pcp_batch(struct pvfree_walk *w, struct list_head *list,
-			     struct page **first, unsigned long *budget)
-{
-	struct page *page;
-	unsigned int n = 0;
-	bool more = false;
-
-	list_for_each_entry(page, list, pcp_list) {
-		if (page == *first || !*budget)
-			break;
-		if (n == PVFREE_BATCH) {
-			list_rotate_to_front(&page->pcp_list, list);
-			more = true;
-			break;
-		}
-		if (!*first)
-			*first = page;
-		pvfree_mark(w, page, 0);
-		n++;
-		(*budget)--;
-	}
-	w->entries += n;
-	w->pcp_pages += n;
-	return more;
-}
-
-/*
- * Mark the pages of one per-CPU list, PVFREE_BATCH per pcp->lock hold,
- * ending like pvfree_walk_list() (end, first page again, or 2 * count +
- * one batch).  pcp->lock is the lock the allocator itself holds to use
- * the list, from any CPU (drain_pages_zone() takes a remote one), and is
- * otherwise only trylocked from interrupts; so a page seen here is owned
- * by the allocator, i.e. free.  Rotating costs only the cache-hot order
- * of the list.  Returns -EINTR if the driver is stopping.
+ * Mark the pages of one order-0 per-CPU list like a free_area[] list.
+ * pcp->lock is the lock the allocator itself holds to use the list, from
+ * any CPU (drain_pages_zone() takes a remote one), and is otherwise only
+ * trylocked from interrupts; so a page seen here is owned by the
+ * allocator, i.e. free.  Rotating costs only the cache-hot order of the
+ * list.  Returns -EINTR if the driver is stopping.
  */
 static int pvfree_walk_pcp_list(struct pvfree_walk *w,
 				struct per_cpu_pages *pcp,
 				struct list_head *list)
 {
-	struct page *first = NULL;
-	unsigned long flags, budget;
-	bool more;
-	u64 t0;
+	struct pvfree_list l = {
+		.lock = &pcp->lock,
+		.head = list,
+		.order = 0,
+		/* Racy read: the budget only bounds a list that may change. */
+		.budget = 2 * max(data_race(pcp->count), 0) + PVFREE_BATCH,
+	};
+	long ret = pvfree_walk_locked_list(w, &l);
 
-	/* Unlocked peek: most lists are empty; a miss is harmless. */
-	if (data_race(list_empty(list)))
-		return 0;
-
-	spin_lock_irqsave(&pcp->lock, flags);
-	t0 = ktime_get_ns();
-	budget = 2 * max(pcp->count, 0) + PVFREE_BATCH;
-	for (;;) {
-		more = pvfree_pcp_batch(w, list, &first, &budget);
-		pvfree_hold_end(w, t0);
-		if (!more)
-			break;
-		spin_unlock_irqrestore(&pcp->lock, flags);
-		cond_resched();
-		if (READ_ONCE(w->pv->stopping))
-			return -EINTR;
-		spin_lock_irqsave(&pcp->lock, flags);
-		t0 = ktime_get_ns();
-	}
-	spin_unlock_irqrestore(&pcp->lock, flags);
+	if (ret < 0)
+		return ret;
+	w->pcp_pages += ret;
 	return 0;
 }
 
