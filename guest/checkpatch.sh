@@ -20,6 +20,7 @@ dir=${PVFREE_CACHE:-$HOME/.cache/pvfree}/checkpatch-$ver
 
 if [ ! -f "$dir/scripts/checkpatch.pl" ]; then
 	echo "checkpatch: extracting checkpatch.pl from $tarball" >&2
+	mkdir -p "$(dirname "$dir")"
 	tmp=$(mktemp -d "${dir}.XXXXXX")
 	trap 'rm -rf "$tmp"' EXIT
 	flock /tmp/pvfree-heavy.lock tar -xJf "$tarball" -C "$tmp" \
