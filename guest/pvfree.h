@@ -2,7 +2,7 @@
 /*
  * pvfree guest driver: interface between the transport-independent core
  * (pvfree_core.c) and the transports that connect it to a hypervisor
- * (pvfree_pci.c; a Xen xenstore transport can be added the same way).
+ * (pvfree_pci.c: the pvfree-pci device; pvfree_xen.c: xenstore, on Xen).
  *
  * The core owns the shared header frame, the free-page bitmap storage and
  * the request work.  A transport only tells the host where the header is,
@@ -55,8 +55,33 @@ void pvfree_stop(struct pvfree *pv);
 void pvfree_destroy(struct pvfree *pv);
 
 /* Transports, registered by the module init of pvfree_core.c. */
+#ifdef CONFIG_PCI
 int pvfree_pci_init(void);
 void pvfree_pci_exit(void);
+#else
+static inline int pvfree_pci_init(void)
+{
+	return 0;
+}
+
+static inline void pvfree_pci_exit(void)
+{
+}
+#endif
+
+#ifdef CONFIG_XEN
+int pvfree_xen_init(void);
+void pvfree_xen_exit(void);
+#else
+static inline int pvfree_xen_init(void)
+{
+	return 0;
+}
+
+static inline void pvfree_xen_exit(void)
+{
+}
+#endif
 
 #ifdef PVFREE_SELFTEST
 int pvfree_selftest_init(void);

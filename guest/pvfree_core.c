@@ -1241,13 +1241,24 @@ static int __init pvfree_init(void)
 		pr_warn("pvfree: self-test transport not started (%d)\n", ret);
 	ret = pvfree_pci_init();
 	if (ret)
-		pvfree_selftest_exit();
+		goto err_selftest;
+	/* After PCI: a guest with the pvfree-pci device uses that. */
+	ret = pvfree_xen_init();
+	if (ret)
+		goto err_pci;
+	return 0;
+
+err_pci:
+	pvfree_pci_exit();
+err_selftest:
+	pvfree_selftest_exit();
 	return ret;
 }
 module_init(pvfree_init);
 
 static void __exit pvfree_exit(void)
 {
+	pvfree_xen_exit();
 	pvfree_pci_exit();
 	pvfree_selftest_exit();
 }
