@@ -8,7 +8,7 @@
  * free list.  Any page on a free list under zone->lock is free at that
  * instant, and the host started dirty tracking before it published the
  * request, so a set bit is always safe; a page missed (freed while the
- * walk was elsewhere) is only a lost optimisation.  Order-0 pages on the
+ * walk was elsewhere) is only a lost optimisation.  Pages on the
  * per-CPU lists are free too (a large exit parks tens of MiB there, and
  * drain_all_pages() is not exported), so they are marked as well, under
  * pcp->lock.
@@ -551,6 +551,9 @@ static void pvfree_mark(struct pvfree_walk *w, struct page *page,
 		w->out_of_range++;
 		return;
 	}
+	/* Free blocks are naturally aligned; anything else is a bug here. */
+	if (WARN_ON_ONCE(!IS_ALIGNED(pfn, nr)))
+		return;
 	i = pvfree_pfn_to_frame(pfn - w->start_pfn);
 	n = pvfree_pfn_to_frame(nr);
 	/* Already visited (the list was rotated, or the page merged). */
@@ -715,7 +718,7 @@ static int pvfree_walk_zones(struct pvfree_walk *w)
 }
 
 /*
- * Mark the pages of one order-0 per-CPU list like a free_area[] list.
+ * Mark the pages of one per-CPU list like a free_area[] list.
  * pcp->lock is the lock the allocator itself holds to use the list, from
  * any CPU (drain_pages_zone() takes a remote one), and is otherwise only
  * trylocked from interrupts; so a page seen here is owned by the
@@ -724,12 +727,12 @@ static int pvfree_walk_zones(struct pvfree_walk *w)
  */
 static int pvfree_walk_pcp_list(struct pvfree_walk *w,
 				struct per_cpu_pages *pcp,
-				struct list_head *list)
+				struct list_head *list, unsigned int order)
 {
 	struct pvfree_list l = {
 		.lock = &pcp->lock,
 		.head = list,
-		.order = 0,
+		.order = order,
 		/* Racy read: the budget only bounds a list that may change. */
 		.budget = 2 * max(data_race(pcp->count), 0) + PVFREE_BATCH,
 	};
@@ -737,14 +740,35 @@ static int pvfree_walk_pcp_list(struct pvfree_walk *w,
 
 	if (ret < 0)
 		return ret;
-	w->pcp_pages += ret;
+	w->pcp_pages += (u64)ret << order;
 	return 0;
 }
 
 /*
- * Order-0 pages only: pindex == migratetype for order 0 in 6.1 and 6.12
- * (order_to_pindex()); the index of higher orders is internal to
- * mm/page_alloc.c (THP lists, PCP_THP), so those lists are skipped.
+ * The order of the pages on pcp->lists[pindex], or -1 if it is not known.
+ * The mapping is pindex_to_order() of mm/page_alloc.c, private to it but
+ * the same in 6.1 and 6.12: MIGRATE_PCPTYPES lists per order up to
+ * PAGE_ALLOC_COSTLY_ORDER, then NR_PCP_THP lists of pageblock-sized (6.1)
+ * or PMD-sized (6.12) pages, which are the same order where the driver
+ * trusts them.  A wrong order would mark pages that are in use, so the
+ * layout is checked at build time and pvfree_mark() also refuses a page
+ * not aligned to its order.
+ */
+static_assert(NR_LOWORDER_PCP_LISTS ==
+	      MIGRATE_PCPTYPES * (PAGE_ALLOC_COSTLY_ORDER + 1));
+
+static int pvfree_pcp_list_order(unsigned int pindex)
+{
+	if (pindex < NR_LOWORDER_PCP_LISTS)
+		return pindex / MIGRATE_PCPTYPES;
+#ifdef CONFIG_TRANSPARENT_HUGEPAGE
+	if (pageblock_order == HPAGE_PMD_ORDER)
+		return HPAGE_PMD_ORDER;
+#endif
+	return -1;
+}
+
+/*
  * Online CPUs: an offlined CPU's lists are drained (page_alloc_cpu_dead())
  * and per_cpu_ptr() is valid for every possible CPU, so racing CPU
  * hot-plug only loses pages.
@@ -752,14 +776,18 @@ static int pvfree_walk_pcp_list(struct pvfree_walk *w,
 static int pvfree_walk_zone_pcp(struct pvfree_walk *w, struct zone *zone)
 {
 	struct per_cpu_pages __percpu *pset = READ_ONCE(zone->per_cpu_pageset);
-	unsigned int cpu, mt;
-	int ret;
+	unsigned int cpu, pindex;
+	int order, ret;
 
 	for_each_online_cpu(cpu) {
 		struct per_cpu_pages *pcp = per_cpu_ptr(pset, cpu);
 
-		for (mt = 0; mt < MIGRATE_PCPTYPES; mt++) {
-			ret = pvfree_walk_pcp_list(w, pcp, &pcp->lists[mt]);
+		for (pindex = 0; pindex < NR_PCP_LISTS; pindex++) {
+			order = pvfree_pcp_list_order(pindex);
+			if (order < 0)
+				continue;
+			ret = pvfree_walk_pcp_list(w, pcp, &pcp->lists[pindex],
+						   order);
 			if (ret)
 				return ret;
 		}
