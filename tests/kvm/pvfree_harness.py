@@ -352,10 +352,16 @@ def _mib(b):
     return (b or 0) / (1 << 20)
 
 
-def migrate(src, dst, transport="tcp", timeout=600, progress=log, tag=""):
-    """Migrate SRC to DST (started with incoming=True).  Returns the source's
-    final query-migrate 'ram' stats plus times; raises TestFailure."""
+def migrate(src, dst, transport="tcp", timeout=600, progress=log, tag="",
+            caps=()):
+    """Migrate SRC to DST (started with incoming=True), with the migration
+    capabilities CAPS turned on at both ends.  Returns the source's final
+    query-migrate 'ram' stats plus times; raises TestFailure."""
     mig_file = os.path.join(src.dir, "migration.stream")
+    if caps:
+        cl = [{"capability": c, "state": True} for c in caps]
+        for vm in (src, dst):
+            vm.qmp.cmd("migrate-set-capabilities", {"capabilities": cl})
     if transport == "tcp":
         uri = f"tcp:127.0.0.1:{free_port()}"
         dst.qmp.cmd("migrate-incoming", {"uri": uri})

@@ -17,7 +17,7 @@ class Scenario:
     def __init__(self, name, flavour="cloud-6.1", mem_mb=1024, smp=1,
                  append="", device="pvfree", device_opts="", driver=True,
                  dirty_mib=0, hold_mib=32, writer_mib=4, fragment_mib=0,
-                 churn=False, files_mib=0, transport="tcp", hops=1,
+                 churn=False, files_mib=0, transport="tcp", caps=(), hops=1,
                  corrupt=False, settle_s=0, expect_skipped=None,
                  expect_status=None, expect_content=None, timeout=600,
                  label=None):
@@ -35,6 +35,7 @@ class Scenario:
         self.churn = churn
         self.files_mib = files_mib      # page-cache churn, primed with N MiB
         self.transport = transport
+        self.caps = tuple(caps)         # migration capabilities, both ends
         self.hops = hops                # migrations in a row
         # negative control: zero one hold page on the destination before
         # verifying; verify must then find exactly that one mismatch
@@ -59,6 +60,7 @@ class Scenario:
             bits.append(f"{self.hops} hops")
         if self.transport != "tcp":
             bits.append(self.transport + ":")
+        bits.extend(self.caps)
         return ", ".join(bits)
 
 
@@ -193,8 +195,8 @@ def run(sc, qemu, progress=log):
         r["guest_memfree_mib"] = int(mi.get("MemFree", "0 kB").split()[0]) // 1024
         if sc.settle_s:
             c.run(f"sleep {sc.settle_s}", timeout=sc.settle_s + 60)
-        # free pages parked on per-CPU lists are not in the buddy free
-        # lists the driver walks: record how many there are
+        # free pages parked on per-CPU lists (not in MemFree): record how
+        # many there are, to compare with the driver's pcp_frames
         _, out = c.run("grep -E '^ +count: ' /proc/zoneinfo", check=False)
         r["guest_pcp_pages"] = sum(int(l.split()[1]) for l in out.splitlines()
                                    if l.strip().startswith("count:"))
@@ -203,7 +205,7 @@ def run(sc, qemu, progress=log):
                  f"migrating ({sc.transport})")
 
         m = h.migrate(src, dst, sc.transport, timeout=sc.timeout,
-                      progress=progress, tag=f"[{sc.name}] ")
+                      progress=progress, tag=f"[{sc.name}] ", caps=sc.caps)
         r.update(m)
         if sc.device == "pvfree":
             _query_pvfree(sc, src, r, progress)
