@@ -146,21 +146,22 @@ def _deps(name, kos, order):
     order.append(name)
 
 
-def pvfree_module(k):
+def pvfree_module(k, selftest=False):
     """Build guest/pvfree.ko for K with `make -C guest module`, cached by a
-    hash of guest/ and include/.  Returns the path, or None if the guest
-    driver cannot be built (yet)."""
+    hash of guest/ and include/.  SELFTEST: a SELFTEST=1 build (the
+    self-test transport, guest/pvfree_selftest.c).  Returns the path, or
+    None if the guest driver cannot be built (yet)."""
     srcs = sorted(glob.glob(os.path.join(TOP, "guest", "**", "*"), recursive=True))
     if not any(s.endswith(".c") for s in srcs):
         return None
     srcs.append(os.path.join(TOP, "include", "pvfree", "abi.h"))
-    parts = [k.release]
+    parts = [k.release] + (["SELFTEST=1"] if selftest else [])
     for s in srcs:
         if os.path.isfile(s) and not s.endswith((".o", ".ko", ".cmd", ".mod",
                                                  ".mod.c", ".symvers",
                                                  ".order")):
             parts += [os.path.relpath(s, TOP), file_hash(s)]
-    if len(parts) == 1:
+    if len(parts) == 1 + selftest:
         return None
     out = os.path.join(CACHE, "pvfree-ko", f"{k.release}-{sha(*parts)}")
     ko = os.path.join(out, "pvfree.ko")
@@ -170,9 +171,11 @@ def pvfree_module(k):
     if os.path.exists(fail):
         return None
     os.makedirs(out, exist_ok=True)
-    log(f"building pvfree.ko for {k.release}")
+    log(f"building pvfree.ko{' (SELFTEST=1)' if selftest else ''} for "
+        f"{k.release}")
     r = subprocess.run(["make", "-C", os.path.join(TOP, "guest"), "module",
-                        f"KDIR={k.hdir}", f"O={out}"],
+                        f"KDIR={k.hdir}", f"O={out}"]
+                       + (["SELFTEST=1"] if selftest else []),
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     logtext = r.stdout
     if not os.path.exists(ko) and "No rule to make target" in r.stdout:
@@ -242,21 +245,24 @@ class Cpio:
 _built = {}
 
 
-def initramfs(flavour, with_pvfree=True):
+def initramfs(flavour, with_pvfree=True, selftest=False):
     """Returns (kernel, initrd path, has_pvfree_ko).  Built once per process
     and flavour, so every scenario of a run uses the same guest module even
-    if guest/ changes meanwhile."""
-    key = (flavour, with_pvfree)
+    if guest/ changes meanwhile.  SELFTEST: the initramfs also has
+    /lib/pvfree-modules/pvfree-selftest.ko (a SELFTEST=1 build), and
+    has_pvfree_ko says whether that one was built."""
+    key = (flavour, with_pvfree, selftest)
     if key not in _built:
-        _built[key] = _initramfs(flavour, with_pvfree)
+        _built[key] = _initramfs(flavour, with_pvfree, selftest)
     return _built[key]
 
 
-def _initramfs(flavour, with_pvfree):
+def _initramfs(flavour, with_pvfree, selftest=False):
     k = kernel(flavour)
     wl = workload()
     kdir, mods = extra_modules(k)
     ko = pvfree_module(k) if with_pvfree else None
+    st_ko = pvfree_module(k, selftest=True) if selftest else None
     init = os.path.join(TOP, "tests", "kvm", "guest-init.sh")
     files = {"init": (init, 0o755), "bin/busybox": ("/bin/busybox", 0o755),
              "bin/pvfree-workload": (wl, 0o755)}
@@ -267,6 +273,8 @@ def _initramfs(flavour, with_pvfree):
             os.path.join(kdir, name + ".load"), 0o644)
     if ko:
         files["lib/pvfree-modules/pvfree.ko"] = (ko, 0o644)
+    if st_ko:
+        files["lib/pvfree-modules/pvfree-selftest.ko"] = (st_ko, 0o644)
     parts = [k.release]
     for name in sorted(files):
         parts += [name, file_hash(files[name][0])]
@@ -287,7 +295,7 @@ def _initramfs(flavour, with_pvfree):
         with open(out + ".tmp", "wb") as f:
             f.write(gzip.compress(c.finish(), compresslevel=6))
         os.rename(out + ".tmp", out)
-    return k, out, ko is not None
+    return k, out, (st_ko if selftest else ko) is not None
 
 
 if __name__ == "__main__":
