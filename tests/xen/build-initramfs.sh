@@ -5,7 +5,9 @@
 # 4.17 toolstack with pvfree's patched libxenguest overriding Debian's (the
 # original is kept in /opt/debian-lib for the unpatched runs), the dom0
 # kernel's Xen modules, and the test domU: Debian's cloud kernel, a busybox
-# initramfs running tests/xen/pvfree-standin, and its xl config.
+# initramfs with pvfree.ko (guest/, built for that kernel),
+# tests/guest/pvfree-workload, tests/xen/pvfree-standin and tests/xen/xs,
+# and its xl config.
 #
 # usage: tests/xen/build-initramfs.sh
 # Prints "DOM0_VMLINUZ DOM0_INITRAMFS".  Cached under
@@ -18,7 +20,7 @@ cache=${PVFREE_CACHE:-$HOME/.cache/pvfree}
 log() { echo "build-initramfs: $*" >&2; }
 
 read -r _ dom0_rel dom0_dir _ < <("$top/scripts/guest-kernels.sh" amd64-6.1)
-read -r _ domu_rel domu_dir _ < <("$top/scripts/guest-kernels.sh" cloud-6.1)
+read -r _ domu_rel domu_dir domu_hdir < <("$top/scripts/guest-kernels.sh" cloud-6.1)
 xglib=$("$top/hv-xen/build-xen-tools.sh")
 xenver=$(sed -n 's/^xen //p' "$xglib/../inputs.txt")
 
@@ -58,6 +60,9 @@ fi
 hash=$( (echo "$dom0_rel $domu_rel"
 	 cat "$0" "$here"/dom0-init.sh "$here"/domu-init.sh "$here"/domu.cfg \
 	     "$here"/countbytes.c "$here"/pvfree-standin.c "$here"/standin-check.c \
+	     "$here"/xs.c "$top"/tests/guest/pvfree-workload.c \
+	     "$top"/tests/guest/Makefile "$top"/guest/Makefile "$top"/guest/Kbuild \
+	     "$top"/guest/*.[ch] \
 	     "$top/include/pvfree/abi.h" "$xglib"/libxenguest.so.4.17.0
 	 echo "$xenver"; dpkg-query -W busybox-static) | sha256sum | cut -c1-16)
 out=$cache/xen-test/$hash
@@ -73,6 +78,10 @@ trap 'rm -rf "$work"' EXIT
 gcc -static -O2 -Wall -Wextra -Werror -o "$work/countbytes" "$here/countbytes.c"
 gcc -static -O2 -Wall -Wextra -Werror -I"$top/include" \
 	-o "$work/pvfree-standin" "$here/pvfree-standin.c"
+gcc -static -O2 -Wall -Wextra -Werror -o "$work/xs" "$here/xs.c"
+# the KVM tests' workload and integrity program, and the real module
+make -s -C "$top/tests/guest" O="$work/guest" >&2
+make -s -C "$top/guest" module KDIR="$domu_hdir" O="$work/ko" >&2
 
 # The stand-in's response must satisfy the host reader: check on this host
 # (needs root for /proc/self/pagemap PFNs).
@@ -86,9 +95,11 @@ fi
 
 # --- domU initramfs ------------------------------------------------------
 d=$work/domu
-mkdir -p "$d"/{bin,dev,proc,sys,tmp}
+mkdir -p "$d"/{bin,dev,proc,sys,tmp,run}
 cp /bin/busybox "$d/bin/busybox"
-cp "$work/pvfree-standin" "$d/bin/"
+cp "$work/pvfree-standin" "$work/xs" "$work/guest/pvfree-workload" "$d/bin/"
+mkdir -p "$d/lib"
+cp "$work/ko/pvfree.ko" "$d/lib/pvfree.ko"
 cp "$here/domu-init.sh" "$d/init"
 chmod +x "$d/init"
 (cd "$d" && find . | cpio -o -H newc --quiet | gzip -9) > "$work/domu.cpio.gz"

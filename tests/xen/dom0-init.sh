@@ -2,19 +2,29 @@
 # SPDX-License-Identifier: MIT
 #
 # /init of the dom0 initramfs (tests/xen/build-initramfs.sh): start the Xen
-# toolstack, create the test domU, migrate it to localhost once per case
-# with tests/xen/countbytes in the pipe, print one result line per case,
-# power off.  Kernel command line:
+# toolstack, then for every case create a fresh test domU, prepare it,
+# migrate it to localhost once with tests/xen/countbytes in the pipe, have
+# the domU check itself on the destination, print one result line, destroy
+# it; power off.  Kernel command line:
 #   pvfree_type=pv|pvh        domU type (default pv)
 #   pvfree_cases=a:b:...      cases, in order (default
-#                             unpatched:skip:silent:noreg)
-# Cases:
-#   unpatched  Debian's libxenguest (LD_LIBRARY_PATH=/opt/debian-lib)
-#   skip       pvfree libxenguest, stand-in answers
-#   silent     pvfree libxenguest, stand-in registered but never answers
-#   noreg      pvfree libxenguest, stand-in unregistered
+#                             unpatched:idle:post-workload:fragmented:nodriver)
+# Cases with the real module (domU runs pvfree.ko + pvfree-workload):
+#   unpatched      Debian's libxenguest (LD_LIBRARY_PATH=/opt/debian-lib),
+#                  module loaded, idle: the full-stream baseline
+#   idle           pvfree libxenguest, module loaded, idle
+#   post-workload  pvfree libxenguest, module loaded, 75% of RAM dirtied
+#                  by a process that exited
+#   fragmented     pvfree libxenguest, module loaded, 64 MiB with every
+#                  other page freed
+#   nodriver       pvfree libxenguest, no module: "no pvfree registration"
+# Cases with the user-space stand-in (tests/xen/pvfree-standin.c):
+#   skip           pvfree libxenguest, stand-in answers
+#   silent         pvfree libxenguest, stand-in registered, never answers
+#   noreg          pvfree libxenguest, stand-in unregistered
+#   standin-unpatched  Debian's libxenguest, stand-in answering
 # Result lines: "PVFREE-CASE NAME rc=RC bytes=N stream_s=S total_s=T
-#               check=<stand-in check of its buffers>"
+#               skipped=PFNS <domU's check result>"
 export PATH=/usr/lib/xen-4.17/bin:/bin:/sbin:/usr/bin:/usr/sbin
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -22,7 +32,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
-mkdir -p /run/xen /run/xenstored /dev/pts
+mkdir -p /run/xen /run/xenstored /dev/pts /tmp/console
 mount -t devpts devpts /dev/pts
 
 say() { echo "PVFREE: $*"; }
@@ -34,20 +44,19 @@ done
 mount -t xenfs xenfs /proc/xen
 xenstored --pid-file /run/xenstored.pid || { say "xenstored failed"; fin; }
 xen-init-dom0 || { say "xen-init-dom0 failed"; fin; }
-xenconsoled --pid-file=/run/xenconsoled.pid
+# domU consoles into /tmp/console/guest-NAME.log, shown after each case
+xenconsoled --pid-file=/run/xenconsoled.pid --log=guest \
+	--log-dir=/tmp/console
 xl list
 
 type=pv
-cases=unpatched:skip:silent:noreg
+cases=unpatched:idle:post-workload:fragmented:nodriver
 for a in $(cat /proc/cmdline); do
 	case $a in
 	pvfree_type=*) type=${a#pvfree_type=} ;;
 	pvfree_cases=*) cases=${a#pvfree_cases=} ;;
 	esac
 done
-
-(cat /pvfree/domu.cfg; echo "type = \"$type\"") > /tmp/domu.cfg
-xl create /tmp/domu.cfg || { say "xl create failed"; fin; }
 
 domid() { xl domid domu 2>/dev/null; }
 key() { echo /local/domain/$(domid)/$1; }
@@ -62,30 +71,65 @@ wait_key() {
 	done
 }
 
-wait_key data/pvfree/header-frame 120 || say "stand-in did not register"
-say "domU $(domid) registered header-frame $(xenstore-read $(key data/pvfree/header-frame))"
+# show_console CASE: the domU's console (source and destination)
+show_console() {
+	for f in /tmp/console/guest-*.log; do
+		[ -f "$f" ] || continue
+		tr -d '\r' < "$f" | grep -v '^$' | tail -n 60 |
+			sed "s|^|PVFREE-DOMU $1 $(basename $f .log): |"
+		rm -f "$f"
+	done
+}
 
 n=0
 for c in $(echo $cases | tr ':' ' '); do
 	n=$((n + 1))
 	env=""
 	mode=answer
+	extra="pvfree_run=driver pvfree_insmod=1"
 	case $c in
 	unpatched) env="LD_LIBRARY_PATH=/opt/debian-lib" ;;
-	skip) ;;
-	silent) mode=silent; env="XG_PVFREE_TIMEOUT_MS=3000" ;;
-	noreg) mode=off ;;
+	idle) ;;
+	post-workload) extra="$extra pvfree_dirty_pct=75" ;;
+	fragmented) extra="$extra pvfree_fragment=64" ;;
+	nodriver) extra="pvfree_run=driver pvfree_insmod=0" ;;
+	skip) extra=pvfree_run=standin ;;
+	silent) extra=pvfree_run=standin mode=silent
+		env="XG_PVFREE_TIMEOUT_MS=3000" ;;
+	noreg) extra=pvfree_run=standin mode=off ;;
+	standin-unpatched) extra=pvfree_run=standin
+		env="LD_LIBRARY_PATH=/opt/debian-lib" ;;
 	*) say "unknown case $c"; continue ;;
 	esac
-	xenstore-write $(key data/pvfree-test/mode) $mode
-	sleep 1
-	if [ $mode = off ]; then
-		i=0
-		while xenstore-read $(key data/pvfree/header-frame) >/dev/null 2>&1 &&
-		      [ $i -lt 50 ]; do i=$((i + 1)); sleep 0.1; done
-	else
-		wait_key data/pvfree/header-frame 20 || say "$c: not registered"
+	(cat /pvfree/domu.cfg
+	 echo "type = \"$type\""
+	 echo "extra = \"console=hvc0 quiet $extra\"") > /tmp/domu.cfg
+	t0=$(uptime_s)
+	if ! xl create /tmp/domu.cfg; then
+		say "$c: xl create failed"
+		echo "PVFREE-CASE $c rc=create-failed"
+		continue
 	fi
+	case $extra in
+	*standin*)
+		wait_key data/pvfree/header-frame 300 ||
+			say "$c: stand-in did not register"
+		xenstore-write $(key data/pvfree-test/mode) $mode
+		sleep 1
+		if [ $mode = off ]; then
+			i=0
+			while xenstore-read $(key data/pvfree/header-frame) \
+				>/dev/null 2>&1 && [ $i -lt 50 ]; do
+				i=$((i + 1)); sleep 0.1
+			done
+		fi ;;
+	*)
+		wait_key data/pvfree-test/ready 900 ||
+			say "$c: domU not ready after 900 s"
+		say "$c: domU $(domid) $(xenstore-read $(key data/pvfree-test/ready)) in $(awk "BEGIN{print $(uptime_s)-$t0}") s" ;;
+	esac
+	hf=$(xenstore-read $(key data/pvfree/header-frame) 2>/dev/null || echo none)
+	say "$c: header-frame $hf"
 	rm -f /tmp/count
 	t0=$(uptime_s)
 	env $env xl -v migrate -s "" domu \
@@ -93,20 +137,29 @@ for c in $(echo $cases | tr ':' ' '); do
 		> /tmp/mig-$c.log 2>&1
 	rc=$?
 	t1=$(uptime_s)
-	tr '\r' '\n' < /tmp/mig-$c.log | grep -v -E '%|^$' |
-		sed "s/^/PVFREE-LOG $c: /" | head -80
+	tr '\r' '\n' < /tmp/mig-$c.log | grep -v -E '%|^$' > /tmp/mig-$c.txt
+	sed "s/^/PVFREE-LOG $c: /" /tmp/mig-$c.txt | head -80
+	skipped=$(sed -n 's/.*pvfree: first pass sent \([0-9]*\) free pfns.*/\1/p' \
+		/tmp/mig-$c.txt | head -n 1)
 	set -- $(cat /tmp/count 2>/dev/null || echo "0 0")
 	bytes=$1 stream=$2
 	xenstore-write $(key data/pvfree-test/check) "$c-$n"
 	res=none
 	i=0
-	while [ $i -lt 100 ]; do
+	while [ $i -lt 3000 ]; do
 		r=$(xenstore-read $(key data/pvfree-test/result) 2>/dev/null)
 		case "$r" in "check=$c-$n "*) res=${r#check=$c-$n }; break ;; esac
-		i=$((i + 1)); sleep 0.1
+		i=$((i + 1)); sleep 0.2
 	done
-	echo "PVFREE-CASE $c rc=$rc bytes=$bytes stream_s=$stream total_s=$(awk "BEGIN{print $t1-$t0}") $res"
+	echo "PVFREE-CASE $c rc=$rc bytes=$bytes stream_s=$stream total_s=$(awk "BEGIN{print $t1-$t0}") skipped=${skipped:-0} $res"
+	xl destroy domu
+	xl destroy domu--incoming 2>/dev/null
+	i=0
+	while xl domid domu >/dev/null 2>&1 && [ $i -lt 50 ]; do
+		i=$((i + 1)); sleep 0.2
+	done
+	sleep 1
+	show_console $c
 done
 xl list
-xl destroy domu
 fin
