@@ -23,7 +23,8 @@ import sys
 MIG_FIELDS = [
     "round", "size_gib", "system", "device", "scenario", "link", "step",
     "status", "total_ms", "downtime_ms", "setup_ms", "transferred",
-    "normal_pages", "zero_pages", "skipped", "passes", "mbps", "snapshot_us",
+    "normal_pages", "zero_pages", "skipped", "passes", "mbps",
+    "precopy_bytes", "downtime_bytes", "snapshot_us",
     "lock_hold_us", "pv_status", "pv_skipped", "pv_wait_ms", "entries",
     "batches", "pcp_frames", "src_cpu_s", "dst_cpu_s", "dst_rss_mib",
     "dst_ram_rss_mib", "memfree_mib", "boot_s",
@@ -76,6 +77,10 @@ def machine_info(qemu, guest_release):
 
     top = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
     rev = cmd("git", "-C", top, "rev-parse", "--short", "HEAD")
+    # uncommitted changes to what the measurement runs
+    if cmd("git", "-C", top, "status", "--porcelain", "--", "tests/bench",
+           "tests/kvm", "tests/guest", "guest", "hv-kvm", "host", "include"):
+        rev += "+changes"
     return {
         "cpu": first("/proc/cpuinfo", "model name"),
         "cpus": os.cpu_count(),
