@@ -428,6 +428,8 @@ def migrate(src, dst, transport="tcp", timeout=600, progress=log, tag="",
         "duplicate_pages": ram.get("duplicate"),
         "ram_total": ram.get("total"),
         "dirty_sync_count": ram.get("dirty-sync-count"),
+        # pages the guest reported free (pvfree or balloon hints), patch 5
+        "free_pages_skipped": ram.get("free-pages-skipped"),
         "wall_s": time.time() - t0,
     }
 
