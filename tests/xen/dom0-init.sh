@@ -8,7 +8,7 @@
 # it; power off.  Kernel command line:
 #   pvfree_type=pv|pvh        domU type (default pv)
 #   pvfree_cases=a:b:...      cases, in order (default
-#                             unpatched:idle:post-workload:fragmented:nodriver)
+#                             unpatched:idle:post-workload:fragmented:nodriver:two-hops)
 # Cases with the real module (domU runs pvfree.ko + pvfree-workload):
 #   unpatched      Debian's libxenguest (LD_LIBRARY_PATH=/opt/debian-lib),
 #                  module loaded, idle: the full-stream baseline
@@ -18,6 +18,8 @@
 #   fragmented     pvfree libxenguest, module loaded, 64 MiB with every
 #                  other page freed
 #   nodriver       pvfree libxenguest, no module: "no pvfree registration"
+#   two-hops       as idle, migrated twice: the second save finds the keys
+#                  the module wrote again after resuming on the destination
 # Cases with the user-space stand-in (tests/xen/pvfree-standin.c):
 #   skip           pvfree libxenguest, stand-in answers
 #   silent         pvfree libxenguest, stand-in registered, never answers
@@ -50,7 +52,7 @@ xenconsoled --pid-file=/run/xenconsoled.pid --log=guest \
 xl list
 
 type=pv
-cases=unpatched:idle:post-workload:fragmented:nodriver
+cases=unpatched:idle:post-workload:fragmented:nodriver:two-hops
 for a in $(cat /proc/cmdline); do
 	case $a in
 	pvfree_type=*) type=${a#pvfree_type=} ;;
@@ -86,6 +88,7 @@ for c in $(echo $cases | tr ':' ' '); do
 	n=$((n + 1))
 	env=""
 	mode=answer
+	hops=1
 	extra="pvfree_run=driver pvfree_insmod=1"
 	case $c in
 	unpatched) env="LD_LIBRARY_PATH=/opt/debian-lib" ;;
@@ -93,6 +96,7 @@ for c in $(echo $cases | tr ':' ' '); do
 	post-workload) extra="$extra pvfree_dirty_pct=75" ;;
 	fragmented) extra="$extra pvfree_fragment=64" ;;
 	nodriver) extra="pvfree_run=driver pvfree_insmod=0" ;;
+	two-hops) hops=2 ;;
 	skip) extra=pvfree_run=standin ;;
 	silent) extra=pvfree_run=standin mode=silent
 		env="XG_PVFREE_TIMEOUT_MS=3000" ;;
@@ -130,17 +134,25 @@ for c in $(echo $cases | tr ':' ' '); do
 	esac
 	hf=$(xenstore-read $(key data/pvfree/header-frame) 2>/dev/null || echo none)
 	say "$c: header-frame $hf"
-	rm -f /tmp/count
-	t0=$(uptime_s)
-	env $env xl -v migrate -s "" domu \
-		"/pvfree/countbytes /tmp/count | env $env xl -v migrate-receive" \
-		> /tmp/mig-$c.log 2>&1
-	rc=$?
-	t1=$(uptime_s)
-	tr '\r' '\n' < /tmp/mig-$c.log | grep -v -E '%|^$' > /tmp/mig-$c.txt
-	sed "s/^/PVFREE-LOG $c: /" /tmp/mig-$c.txt | head -80
-	skipped=$(sed -n 's/.*pvfree: first pass sent \([0-9]*\) free pfns.*/\1/p' \
-		/tmp/mig-$c.txt | head -n 1)
+	h=0 hopinfo=
+	while [ $h -lt $hops ]; do
+		h=$((h + 1))
+		[ $h -gt 1 ] && sleep 5
+		rm -f /tmp/count
+		t0=$(uptime_s)
+		env $env xl -v migrate -s "" domu \
+			"/pvfree/countbytes /tmp/count | env $env xl -v migrate-receive" \
+			> /tmp/mig-$c.log 2>&1
+		rc=$?
+		t1=$(uptime_s)
+		tr '\r' '\n' < /tmp/mig-$c.log | grep -v -E '%|^$' > /tmp/mig-$c.txt
+		sed "s/^/PVFREE-LOG $c hop $h: /" /tmp/mig-$c.txt | head -80
+		skipped=$(sed -n 's/.*pvfree: first pass sent \([0-9]*\) free pfns.*/\1/p' \
+			/tmp/mig-$c.txt | head -n 1)
+		[ $hops -gt 1 ] &&
+			hopinfo="$hopinfo hop${h}_rc=$rc hop${h}_skipped=${skipped:-0}"
+		[ $rc = 0 ] || break
+	done
 	set -- $(cat /tmp/count 2>/dev/null || echo "0 0")
 	bytes=$1 stream=$2
 	xenstore-write $(key data/pvfree-test/check) "$c-$n"
@@ -151,7 +163,7 @@ for c in $(echo $cases | tr ':' ' '); do
 		case "$r" in "check=$c-$n "*) res=${r#check=$c-$n }; break ;; esac
 		i=$((i + 1)); sleep 0.2
 	done
-	echo "PVFREE-CASE $c rc=$rc bytes=$bytes stream_s=$stream total_s=$(awk "BEGIN{print $t1-$t0}") skipped=${skipped:-0} $res"
+	echo "PVFREE-CASE $c rc=$rc bytes=$bytes stream_s=$stream total_s=$(awk "BEGIN{print $t1-$t0}") skipped=${skipped:-0}$hopinfo $res"
 	xl destroy domu
 	xl destroy domu--incoming 2>/dev/null
 	i=0
