@@ -19,7 +19,8 @@
 #                  other page freed
 #   nodriver       pvfree libxenguest, no module: "no pvfree registration"
 #   two-hops       as idle, migrated twice: the second save finds the keys
-#                  the module wrote again after resuming on the destination
+#                  the module wrote again after resuming on the destination;
+#                  then rmmod there must remove data/pvfree
 # Cases with the user-space stand-in (tests/xen/pvfree-standin.c):
 #   skip           pvfree libxenguest, stand-in answers
 #   silent         pvfree libxenguest, stand-in registered, never answers
@@ -163,6 +164,17 @@ for c in $(echo $cases | tr ':' ' '); do
 		case "$r" in "check=$c-$n "*) res=${r#check=$c-$n }; break ;; esac
 		i=$((i + 1)); sleep 0.2
 	done
+	if [ $c = two-hops ]; then
+		# then unload the module on the destination
+		xenstore-write $(key data/pvfree-test/check) "rmmod-$n"
+		i=0
+		while [ $i -lt 300 ]; do
+			r=$(xenstore-read $(key data/pvfree-test/result) 2>/dev/null)
+			case "$r" in "check=rmmod-$n "*)
+				res="$res ${r#check=rmmod-$n }"; break ;; esac
+			i=$((i + 1)); sleep 0.2
+		done
+	fi
 	echo "PVFREE-CASE $c rc=$rc bytes=$bytes stream_s=$stream total_s=$(awk "BEGIN{print $t1-$t0}") skipped=${skipped:-0}$hopinfo $res"
 	xl destroy domu
 	xl destroy domu--incoming 2>/dev/null

@@ -12,7 +12,9 @@
 #   then always `pvfree-workload hold 32' (4 MiB rewritten all along), and
 #   data/pvfree-test/ready = "memfree_kb=... dirtied_mib=... registered=..."
 #   Each new value V of data/pvfree-test/check: verify every daemon and
-#   write data/pvfree-test/result = "check=V hold_mismatches=M ... guest_*"
+#   write data/pvfree-test/result = "check=V hold_mismatches=M ... guest_*";
+#   V = rmmod-*: unload the module, report rmmod_rc, keys_after_rmmod and
+#   dmesg_bad instead
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
@@ -73,6 +75,20 @@ while :; do
 	v=$(xs wait data/pvfree-test/check "$last" 3600) || continue
 	last=$v
 	res="check=$v"
+	case $v in
+	rmmod-*)
+		# unload: the module must remove data/pvfree (spec 10.1)
+		rmmod pvfree
+		rc=$?
+		keys=none
+		xs read data/pvfree/header-frame >/dev/null 2>&1 && keys=present
+		bad=$(dmesg | grep -c -E 'BUG|WARNING|Oops')
+		dmesg | grep -E 'pvfree|BUG|WARNING|Oops' | tail -n 5
+		res="$res rmmod_rc=$rc keys_after_rmmod=$keys dmesg_bad=$bad"
+		xs write data/pvfree-test/result "$res"
+		say "$res"
+		continue ;;
+	esac
 	for d in $daemons; do
 		line=$(pvfree-workload verify /run/$d.pid /run/$d.res 300)
 		rc=$?
