@@ -54,13 +54,14 @@ demo: deps qemu
 	tests/kvm/demo
 
 # Benchmarks (not part of `make test`): tests/bench/run-bench, results in
-# tests/out/bench/<time>/; BENCH_ARGS passes options (see --help).
+# tests/out/bench/<time>/; BENCH_ARGS passes options (see --help), e.g.
+# --no-xen to leave out the Xen part (tests/xen/run-migrate, ~6 min).
 bench: deps qemu
-	scripts/setup-deps.sh bench
+	scripts/setup-deps.sh bench xen
 	tests/bench/run-bench $(BENCH_ARGS)
 
 bench-full: deps qemu
-	scripts/setup-deps.sh bench
+	scripts/setup-deps.sh bench xen
 	tests/bench/run-bench --full $(BENCH_ARGS)
 
 clean:

@@ -3,10 +3,11 @@
 """Tables, target checks and plots of a pvfree benchmark run.
 
 Reads RUNDIR/results.csv (one row per migration), RUNDIR/guest-cost.csv
-(one row per self-test snapshot) and RUNDIR/meta.json; writes
-RUNDIR/table.md and, with gnuplot, RUNDIR/transferred.png,
-RUNDIR/total-time.png and RUNDIR/snapshot.png (their data and scripts as
-*.dat / plots.gp next to them).
+(one row per self-test snapshot), RUNDIR/xen-results.csv (one row per
+`xl migrate' of the Xen part) and RUNDIR/meta.json; writes RUNDIR/table.md
+and, with gnuplot, RUNDIR/transferred.png, RUNDIR/total-time.png,
+RUNDIR/snapshot.png and RUNDIR/xen.png (their data and scripts as *.dat /
+plots.gp next to them).
 
 usage: tests/bench/report.py RUNDIR      (re-render a run)
 """
@@ -34,7 +35,23 @@ GC_FIELDS = [
     "size_gib", "condition", "request", "status", "memfree_mib",
     "held_pages", "free_frames", "snapshot_us", "lock_hold_us", "entries",
     "batches", "pcp_frames", "failure"]
+XEN_FIELDS = [
+    "round", "index", "case", "system", "scenario", "status", "rc", "bytes",
+    "stream_s", "total_s", "skipped", "not_sent_mib", "answer_ms",
+    "snapshot_us", "lock_hold_us", "guest_free_frames", "guest_status",
+    "hold_pages", "hold_mismatches", "fragment_pages",
+    "fragment_mismatches", "memfree_kb", "dirtied_mib", "ready_s", "failure"]
 SYSNAME = {"A": "A none", "B": "B balloon", "C": "C pvfree"}
+# tests/xen/run-migrate's cases: (system, scenario)
+XEN_CASES = {"unpatched": ("unpatched", "idle"),
+             "idle": ("pvfree", "idle"),
+             "post-workload": ("pvfree", "post-workload"),
+             "fragmented": ("pvfree", "fragmented"),
+             "nodriver": ("nodriver", "idle")}
+XEN_SYSTEMS = ["unpatched", "pvfree", "nodriver"]
+XEN_SYSNAME = {"unpatched": "Xen unpatched libxenguest (Debian)",
+               "pvfree": "Xen pvfree libxenguest",
+               "nodriver": "Xen pvfree libxenguest, domU without module"}
 SCEN_ORDER = ["idle", "post-workload", "fragmented", "writing"]
 LINK_ORDER = ["loopback", "10g"]
 MIB = 1 << 20
@@ -292,13 +309,15 @@ def targets(rows, grows):
     return "\n".join(lines)
 
 
-def failures(rows, grows):
-    bad = [r for r in rows + grows if r.get("status") != "ok"]
+def failures(rows, grows, xrows=()):
+    bad = [r for r in rows + grows + list(xrows) if r.get("status") != "ok"]
     if not bad:
         return "No FAILED rows."
     out = [f"{len(bad)} FAILED rows (left out of the medians):", ""]
     for r in bad[:40]:
-        where = (f"r{r.get('round')} {r.get('size_gib')} GiB "
+        where = (f"Xen r{r.get('round')} case {r.get('case')}"
+                 if "case" in r else
+                 f"r{r.get('round')} {r.get('size_gib')} GiB "
                  f"{r.get('system')} {r.get('scenario')}/{r.get('link')}"
                  if "system" in r else
                  f"guest cost {r.get('size_gib')} GiB {r.get('condition')}")
@@ -306,59 +325,170 @@ def failures(rows, grows):
     return "\n".join(out)
 
 
+# ---- Xen (tests/xen/run-migrate's cases) --------------------------------
+
+def xen_groups(xrows):
+    """[(scenario, system)] in table order, {key: ok rows}, {key: rows}."""
+    ok, every = {}, {}
+    for r in xrows:
+        key = (r["scenario"], r["system"])
+        every.setdefault(key, []).append(r)
+        if r["status"] == "ok":
+            ok.setdefault(key, []).append(r)
+    order = sorted(every, key=lambda k: (
+        SCEN_ORDER.index(k[0]) if k[0] in SCEN_ORDER else 9,
+        XEN_SYSTEMS.index(k[1]) if k[1] in XEN_SYSTEMS else 9))
+    return order, ok, every
+
+
+def xen_table(xrows):
+    order, ok, every = xen_groups(xrows)
+    out = ["| scenario | system | ok | MiB in the stream | stream s | xl migrate s "
+           "| pfns skipped | MiB not sent | guest answer ms | snapshot ms "
+           "| lock hold µs | pages verified on the destination |",
+           "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for key in order:
+        scen, sysid = key
+        rs = ok.get(key, [])
+        n = len(every[key])
+        okcell = f"{len(rs)}/{n}" if len(rs) == n else \
+            f"**{len(rs)}/{n} FAILED {n - len(rs)}**"
+        pv = sysid == "pvfree"
+        pages = stat([{"p": (num(r.get("hold_pages")) or 0) +
+                       (num(r.get("fragment_pages")) or 0)} for r in rs], "p")
+        mis = sum((num(r.get("hold_mismatches")) or 0) +
+                  (num(r.get("fragment_mismatches")) or 0) for r in rs)
+        out.append(
+            f"| {scen} | {XEN_SYSNAME.get(sysid, sysid)} | {okcell} "
+            f"| {fmt(stat(rs, 'bytes', 1 / MIB))} "
+            f"| {fmt(stat(rs, 'stream_s'), 1)} | {fmt(stat(rs, 'total_s'), 1)} "
+            f"| {fmt(stat(rs, 'skipped'))} "
+            f"| {fmt(stat(rs, 'not_sent_mib')) if pv else '-'} "
+            f"| {fmt(stat(rs, 'answer_ms')) if pv else '-'} "
+            f"| {fmt(stat(rs, 'snapshot_us', 1e-3), 1) if pv else '-'} "
+            f"| {fmt(stat(rs, 'lock_hold_us')) if pv else '-'} "
+            f"| {fmt(pages)}, {mis:.0f} mismatches |")
+    return "\n".join(out)
+
+
+def xen_ratios(xrows):
+    """Bytes and times relative to the unpatched saver, and the issue-5
+    target (post-workload bytes <= 1.25 x idle), from the medians."""
+    _, ok, _ = xen_groups(xrows)
+
+    def m(scen, sysid, field):
+        return med(stat(ok.get((scen, sysid), []), field))
+
+    lines = ["| | value | |", "|---|--:|---|"]
+    base = m("idle", "unpatched", "bytes")
+    pi, pp = m("idle", "pvfree", "bytes"), m("post-workload", "pvfree", "bytes")
+    if pi and pp:
+        lines.append(f"| post-workload bytes ≤ 1.25 × idle (pvfree, issue 5) "
+                     f"| {pp / pi:.3f} × | {verdict(pp <= 1.25 * pi)} |")
+    for scen in SCEN_ORDER:
+        b = m(scen, "pvfree", "bytes")
+        if b and base:
+            lines.append(f"| {scen}: pvfree bytes / unpatched idle bytes "
+                         f"| {b / base:.2f} × | |")
+        t, tb = m(scen, "pvfree", "total_s"), m("idle", "unpatched", "total_s")
+        if t and tb:
+            lines.append(f"| {scen}: pvfree xl migrate time / unpatched idle "
+                         f"| {t / tb:.2f} × | |")
+    nd = m("idle", "nodriver", "bytes")
+    if nd and base:
+        lines.append(f"| no module: pvfree saver bytes / unpatched "
+                     f"| {nd / base:.3f} × | |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 # ---- plots ---------------------------------------------------------------
 
-def _bars(out, rows, field, scale, name):
-    order, ok, _ = groups(rows)
-    links = [l for l in LINK_ORDER if any(k[1] == l for k in order)]
-    files = []
-    for link in links:
-        path = os.path.join(out, f"{name}-{link}.dat")
-        with open(path, "w") as f:
-            f.write("# label  A med min max  B med min max  C med min max\n")
-            for key in order:
-                if key[1] != link:
-                    continue
-                cells = [f'"{key[0]}\\n{key[2]} GiB"']
-                for sysid in "ABC":
-                    s = stat(ok.get(key, {}).get(sysid, []), field, scale)
-                    cells += ["0 0 0" if s is None else
-                              f"{s[0]:.3f} {s[1]:.3f} {s[2]:.3f}"]
-                f.write(" ".join(cells) + "\n")
-        files.append((link, os.path.basename(path)))
-    return files
+def _dat(path, cells, series, field, scale):
+    """A histogram data file: one line per (label, {series: rows}) of
+    CELLS, median min max of FIELD for every series id in SERIES."""
+    with open(path, "w") as f:
+        f.write("# label" + "".join(f"  {s} med min max" for s in series)
+                + "\n")
+        for label, by in cells:
+            line = [f'"{label}"']
+            for sid in series:
+                st = stat(by.get(sid, []), field, scale)
+                line.append("0 0 0" if st is None else
+                            f"{st[0]:.3f} {st[1]:.3f} {st[2]:.3f}")
+            f.write(" ".join(line) + "\n")
+    return os.path.basename(path)
 
 
-def plots(out, rows, grows):
+def _hist(name, title, panels, series):
+    """gnuplot lines for NAME.png: one histogram with min–max error bars
+    per (subtitle, ylabel, dat) of PANELS, bars (title, colour) of
+    SERIES."""
+    parts = [f"set terminal pngcairo size 1500,{420 * len(panels) + 60} "
+             f"font 'DejaVu Sans,10'",
+             f"set output '{name}.png'",
+             "set style data histogram",
+             "set style histogram errorbars gap 1 lw 1",
+             "set key top left", "set yrange [0:*]",
+             f"set multiplot layout {len(panels)},1 title '{title}'"]
+    for sub, ylabel, dat in panels:
+        cols = []
+        for i, (t, colour) in enumerate(series):
+            c = 2 + 3 * i
+            cols.append(f"{repr(dat) if i == 0 else chr(39) * 2} using "
+                        f"{c}:{c + 1}:{c + 2}{':xtic(1)' if i == 0 else ''} "
+                        f"title '{t}' lc rgb '{colour}'")
+        parts += [f"set title '{sub}'", f"set ylabel '{ylabel}'",
+                  "plot " + ", ".join(cols)]
+    return parts + ["unset multiplot", "set yrange [*:*]"]
+
+
+KVM_SERIES = [("A: no device", "#999999"),
+              ("B: virtio-balloon free page hints", "#e69f00"),
+              ("C: pvfree", "#0072b2")]
+XEN_COLOUR = {"unpatched": "#999999", "pvfree": "#0072b2",
+              "nodriver": "#cc79a7"}
+
+
+def plots(out, rows, grows, xrows=()):
     gp = shutil.which("gnuplot")
     if not gp:
         return "gnuplot not found (scripts/setup-deps.sh bench): no plots"
     script = ["set style fill solid 0.8 border -1", "set grid ytics",
               "set xtics nomirror", "set bars 0.5", "set bmargin 4"]
     parts = []
+    order, ok, _ = groups(rows)
+    links = [l for l in LINK_ORDER if any(k[1] == l for k in order)]
     for field, scale, name, ylabel, title in (
             ("transferred", 1 / MIB, "transferred", "MiB sent",
              "Transferred bytes (median, min–max)"),
             ("total_ms", 1e-3, "total-time", "seconds",
              "Total migration time (median, min–max)")):
-        files = _bars(out, rows, field, scale, name)
-        if not files:
-            continue
-        parts += [f"set terminal pngcairo size 1500,{420 * len(files) + 60} "
-                  f"font 'DejaVu Sans,10'",
-                  f"set output '{name}.png'",
-                  "set style data histogram",
-                  "set style histogram errorbars gap 1 lw 1",
-                  "set key top left", "set yrange [0:*]",
-                  f"set multiplot layout {len(files)},1 title '{title}, "
-                  f"TCG guests, same QEMU'"]
-        for link, dat in files:
-            parts += [f"set title '{link}'", f"set ylabel '{ylabel}'",
-                      f"plot '{dat}' using 2:3:4:xtic(1) title 'A: no device' "
-                      f"lc rgb '#999999', '' using 5:6:7 title 'B: virtio-balloon "
-                      f"free page hints' lc rgb '#e69f00', '' using 8:9:10 "
-                      f"title 'C: pvfree' lc rgb '#0072b2'"]
-        parts += ["unset multiplot", "set yrange [*:*]"]
+        panels = []
+        for link in links:
+            cells = [(f"{k[0]}\\n{k[2]} GiB", ok.get(k, {}))
+                     for k in order if k[1] == link]
+            panels.append((link, ylabel, _dat(
+                os.path.join(out, f"{name}-{link}.dat"), cells, "ABC",
+                field, scale)))
+        if panels:
+            parts += _hist(name, f"{title}, TCG guests, same QEMU", panels,
+                           KVM_SERIES)
+    if xrows:
+        xorder, xok, _ = xen_groups(xrows)
+        series = [s for s in XEN_SYSTEMS if any(k[1] == s for k in xorder)]
+        scens = [sc for sc in SCEN_ORDER if any(k[0] == sc for k in xorder)]
+        cells = [(sc, {s: xok.get((sc, s), []) for s in series})
+                 for sc in scens]
+        panels = [(t, yl, _dat(os.path.join(out, f"xen-{f}.dat"), cells,
+                               series, f, sc))
+                  for f, sc, t, yl in (
+                      ("bytes", 1 / MIB, "bytes in the xl migrate stream",
+                       "MiB"),
+                      ("total_s", 1, "xl migrate time (nested: indicative "
+                       "only)", "seconds"))]
+        parts += _hist("xen", "Xen 4.17 under QEMU TCG: xl migrate of a PV "
+                       "domU (median, min–max)", panels,
+                       [(XEN_SYSNAME[s], XEN_COLOUR[s]) for s in series])
     # snapshot time against guest size
     by = {}
     for r in grows:
@@ -428,13 +558,15 @@ def plots(out, rows, grows):
     if r.returncode:
         return f"gnuplot failed: {r.stdout.strip()[-500:]}"
     return "plots: " + ", ".join(p for p in ("transferred.png",
-                                             "total-time.png", "snapshot.png")
+                                             "total-time.png", "snapshot.png",
+                                             "xen.png")
                                  if os.path.exists(os.path.join(out, p)))
 
 
 def render(out):
     rows = read_csv(os.path.join(out, "results.csv"))
     grows = read_csv(os.path.join(out, "guest-cost.csv"))
+    xrows = read_csv(os.path.join(out, "xen-results.csv"))
     try:
         with open(os.path.join(out, "meta.json")) as f:
             meta = json.load(f)
@@ -456,10 +588,26 @@ def render(out):
     if grows:
         md += ["### Guest-side cost (self-test transport, no host)", "",
                gc_table(grows), ""]
-    md += ["### Targets (issue 4), from the medians above", "",
-           targets(rows, grows), "", "### Integrity", "",
-           failures(rows, grows), ""]
-    md.append(plots(out, rows, grows))
+    if rows or grows:
+        md += ["### Targets (issue 4), from the medians above", "",
+               targets(rows, grows), ""]
+    if xrows:
+        x = meta.get("xen", {})
+        md += ["### Xen: `xl migrate` of a PV domU (tests/xen/run-migrate)",
+               "",
+               f"`{x.get('command', '?')}`, {x.get('rounds', '?')} rounds "
+               f"interleaved in one boot of Xen ({x.get('cases', '?')}, "
+               f"a fresh domU per migration), "
+               f"{'%d min' % round(x['elapsed_s'] / 60) if 'elapsed_s' in x else '?'}; "
+               f"Xen 4.17 under QEMU TCG (`-cpu {x.get('cpu', '?')}`, nested: "
+               f"times are indicative only), dom0 1 vCPU, domU "
+               f"{x.get('domu_mib', '?')} MiB, 1 vCPU; run-migrate exit "
+               f"status {x.get('rc', '?')}. Bytes are counted in the "
+               "`xl migrate` pipe; stream s = first to last byte, xl migrate "
+               "s = the whole command in dom0.", "",
+               xen_table(xrows), "", xen_ratios(xrows), ""]
+    md += ["### Integrity", "", failures(rows, grows, xrows), ""]
+    md.append(plots(out, rows, grows, xrows))
     text = "\n".join(md) + "\n"
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(text)
