@@ -9,7 +9,7 @@
 #
 # usage: guest/smoke-test.sh [FLAVOUR] [-- EXTRA_QEMU_ARGS...]
 #   FLAVOUR   cloud-6.1 (default), amd64-6.1 or cloud-6.12
-#   QEMU      QEMU binary (default /tmp/pvfree-shared/qemu-system-x86_64)
+#   QEMU      QEMU binary (default: what hv-kvm/build-qemu.sh prints)
 #   DEVICE    auto (default), on or off: add -device pvfree-pci
 #   APPEND    extra kernel command line
 #   LOOPS     rmmod/insmod iterations (default 10)
@@ -36,10 +36,10 @@ top=$(cd "$here/.." && pwd)
 flavour=${1:-cloud-6.1}
 [ $# -gt 0 ] && shift
 [ "${1:-}" = "--" ] && shift
-QEMU=${QEMU:-/tmp/pvfree-shared/qemu-system-x86_64}
 DEVICE=${DEVICE:-auto}
 LOOPS=${LOOPS:-10}
 
+QEMU=${QEMU:-$("$top/hv-kvm/build-qemu.sh")}
 read -r _ rel kdir hdir < <("$top/scripts/guest-kernels.sh" "$flavour")
 work=/tmp/pvfree-guest/smoke-$flavour
 mkdir -p "$work"
