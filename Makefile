@@ -55,7 +55,7 @@ demo: deps qemu
 
 # Benchmarks (not part of `make test`): tests/bench/run-bench, results in
 # tests/out/bench/<time>/; BENCH_ARGS passes options (see --help), e.g.
-# --no-xen to leave out the Xen part (tests/xen/run-migrate, ~6 min).
+# --no-xen to leave out the Xen part (tests/xen/run-migrate, ~5 min).
 bench: deps qemu
 	scripts/setup-deps.sh bench xen
 	tests/bench/run-bench $(BENCH_ARGS)
