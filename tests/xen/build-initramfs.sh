@@ -60,7 +60,7 @@ fi
 hash=$( (echo "$dom0_rel $domu_rel"
 	 cat "$0" "$here"/dom0-init.sh "$here"/domu-init.sh "$here"/domu.cfg \
 	     "$here"/countbytes.c "$here"/pvfree-standin.c "$here"/standin-check.c \
-	     "$here"/xs.c "$top"/tests/guest/pvfree-workload.c \
+	     "$here"/xs.c "$here"/xs-wire.h "$top"/tests/guest/pvfree-workload.c \
 	     "$top"/tests/guest/Makefile "$top"/guest/Makefile "$top"/guest/Kbuild \
 	     "$top"/guest/*.[ch] \
 	     "$top/include/pvfree/abi.h" "$xglib"/libxenguest.so.4.17.0
