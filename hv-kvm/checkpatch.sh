@@ -5,7 +5,8 @@
 # and fail on any error or warning.  checkpatch.pl is taken from the QEMU
 # 10.0 source tarball that hv-kvm/build-qemu.sh downloads into
 # $PVFREE_CACHE/src (running build-qemu.sh first if it is not there yet,
-# which is a cache hit once QEMU is built) and is extracted once into $PVFREE_CACHE/qemu-checkpatch-<tarball>/.
+# which is a cache hit once QEMU is built) and is extracted once into
+# $PVFREE_CACHE/qemu-checkpatch-<tarball>/.
 #
 # usage: hv-kvm/checkpatch.sh [PATCH...]   (default: the series)
 set -euo pipefail
