@@ -6,8 +6,13 @@
 # Prints the absolute path of qemu-system-x86_64 as its only stdout line;
 # progress goes to stderr.  The result is cached in
 # $PVFREE_CACHE/qemu-<hash>/, where <hash> covers the Debian source version,
-# the series file and every patch, include/pvfree/abi.h, the host reader
-# sources, this script and the configure flags.  A cache hit takes seconds.
+# the series file and every patch, every file of hv-kvm/qemu/ (pvfree's new
+# QEMU files, and links to include/pvfree/abi.h and the host library),
+# this script and the configure flags.  A cache hit takes seconds.
+#
+# The tree is Debian's source with hv-kvm/qemu/ copied over it (links
+# followed), then the patches of hv-kvm/patches/series, which change only
+# files that exist upstream.
 #
 # usage: hv-kvm/build-qemu.sh [--print-hash]
 #
@@ -40,13 +45,8 @@ configure_flags=(
 	--disable-werror
 )
 
-abi=$top/include/pvfree/abi.h
-reader_c=$top/host/pvfree-reader.c
-reader_h=$top/host/pvfree-reader.h
+overlay=$here/qemu
 series=$here/patches/series
-
-[ -f "$abi" ] || die "missing $abi"
-[ -f "$reader_h" ] || die "missing $reader_h"
 
 patches=()
 if [ -f "$series" ]; then
@@ -56,9 +56,15 @@ if [ -f "$series" ]; then
 		patches+=("$here/patches/$p")
 	done < "$series"
 fi
-# The series needs the reader; a plain build (no patches) does not.
-if [ ${#patches[@]} -gt 0 ] && [ ! -f "$reader_c" ]; then
-	die "missing $reader_c (needed by the patch series)"
+# pvfree's new files, as paths below $overlay; a link that leads nowhere
+# (a moved host/ file) is an error here, not a compile error later.
+overlay_files=()
+if [ ${#patches[@]} -gt 0 ]; then
+	mapfile -t overlay_files < <(cd "$overlay" &&
+		find . -type f -o -type l | sed 's|^\./||' | sort)
+	for f in "${overlay_files[@]}"; do
+		[ -e "$overlay/$f" ] || die "$overlay/$f is a dangling link"
+	done
 fi
 
 # --- the Debian source version -------------------------------------------
@@ -95,10 +101,13 @@ key() {
 	{
 		echo "version $ver"
 		echo "configure ${configure_flags[*]}"
-		sha256sum "$0" "$abi" "$reader_h" | awk '{print $1}'
-		[ -f "$reader_c" ] && sha256sum "$reader_c" | awk '{print $1}'
+		sha256sum "$0" | awk '{print $1}'
 		[ -f "$series" ] && sha256sum "$series" | awk '{print $1}'
 		for p in "${patches[@]}"; do sha256sum "$p" | awk '{print $1}'; done
+		# Paths too: moving a file changes the tree.
+		for f in "${overlay_files[@]}"; do
+			echo "$f $(sha256sum < "$overlay/$f" | cut -c1-64)"
+		done
 	} | sha256sum | cut -c1-16
 }
 hash=$(key)
@@ -147,10 +156,10 @@ rm -rf "$tree" "$out/bin" "$out/.complete"
 log "unpacking $dsc (with Debian's patches)"
 dpkg-source --no-check -x "$dsc" "$tree" >&2
 
-# pvfree's shared sources, at the places the patches expect them.
-install -D -m 0644 "$abi" "$tree/include/pvfree/abi.h"
-install -D -m 0644 "$reader_h" "$tree/hw/misc/pvfree-reader.h"
-[ -f "$reader_c" ] && install -D -m 0644 "$reader_c" "$tree/hw/misc/pvfree-reader.c"
+# pvfree's new files, at their places in the tree.
+for f in "${overlay_files[@]}"; do
+	install -D -m 0644 "$overlay/$f" "$tree/$f"
+done
 
 for p in "${patches[@]}"; do
 	log "applying $(basename "$p")"

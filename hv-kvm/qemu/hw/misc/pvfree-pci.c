@@ -1,0 +1,990 @@
+/*
+ * pvfree-pci: the guest tells live migration which of its pages are free
+ *
+ * Copyright (c) 2026 The pvfree authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * The guest registers a header page in its RAM (ABI in include/pvfree/abi.h).
+ * When a precopy migration is about to send its first page, the migration
+ * thread re-arms dirty tracking, publishes a request in the header,
+ * interrupts the guest and waits, without the BQL and for at most
+ * timeout-ms, for the doorbell.  The guest answers with a bitmap of the
+ * frames that were free at some instant after it saw the request.  The
+ * response is parsed by the shared pvfree reader, which copies every value
+ * once out of guest RAM and clips everything to guest RAM; each free run
+ * is then dropped from the first pass.  A frame the guest writes after the
+ * request is logged and sent by a later pass; a frame that stays free
+ * reads at the destination as what its fresh RAM provides, which is why
+ * the guest declares what free frames must read as and we only accept
+ * what we can reproduce.
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/error-report.h"
+#include "qemu/main-loop.h"
+#include "qemu/module.h"
+#include "qemu/rcu.h"
+#include "qemu/thread.h"
+#include "qemu/timer.h"
+#include "qemu/units.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-pvfree.h"
+#include "exec/address-spaces.h"
+#include "exec/cpu-common.h"
+#include "exec/memory.h"
+#include "hw/pci/msi.h"
+#include "hw/pci/pci_device.h"
+#include "hw/qdev-properties.h"
+#include "migration/misc.h"
+#include "migration/vmstate.h"
+#include "qom/object.h"
+#include "system/hostmem.h"
+#include "system/runstate.h"
+#include "trace.h"
+#include "pvfree-reader.h"
+
+#define TYPE_PVFREE_PCI "pvfree-pci"
+OBJECT_DECLARE_SIMPLE_TYPE(PVFreePCIState, PVFREE_PCI)
+
+/* Scratch buffer of the reader: bitmap and extent table chunks. */
+#define PVFREE_SCRATCH_SIZE     (64 * KiB)
+#define PVFREE_TIMEOUT_MAX_MS   600000
+
+struct PVFreePCIState {
+    PCIDevice parent_obj;
+
+    MemoryRegion mmio;
+    NotifierWithReturn precopy_notifier;
+
+    /* Properties */
+    uint32_t timeout_ms;
+    bool skip_free;
+
+    /*
+     * vCPUs change the registration and ring the doorbell with the BQL
+     * held; the migration thread waits for the doorbell without it.
+     * @lock protects all fields below.
+     */
+    QemuMutex lock;
+    QemuCond cond;
+
+    /* Guest-visible state, migrated */
+    uint32_t header_lo;
+    uint32_t header_hi;
+    uint32_t status;            /* PVFREE_PCI_STATUS_* */
+    uint32_t isr;               /* PVFREE_PCI_ISR_* */
+    uint64_t header_gpa;        /* the registered header */
+    uint64_t request_id;        /* the last request published */
+
+    /* The request in flight */
+    bool waiting;
+    bool doorbell;
+    uint32_t generation;        /* bumped by (un)registration and reset */
+
+    unsigned guest_errors;      /* logged so far, atomic */
+
+    /* Statistics of the last request */
+    uint64_t requests;
+    char *last_status;
+    char *last_error;
+    uint64_t pages_skipped;
+    uint64_t frames_reported;
+    uint64_t wait_ms;
+    uint64_t guest_free_frames;
+    uint64_t guest_snapshot_us;
+    uint64_t guest_max_lock_hold_us;
+};
+
+/* A pvfree header is per VM, so is the device. */
+static PVFreePCIState *pvfree_instance;
+
+/*
+ * Ordinary guest RAM: writable, migrated RAM of a memory backend.  Not
+ * ROM, not a ROM device, not MMIO, not a RAM device (VFIO BARs and the
+ * like), not device-owned RAM such as video memory, not RAM that
+ * x-ignore-shared leaves out of the migration.  The header and the
+ * guest's storage must live here.
+ */
+static bool pvfree_is_guest_ram(const MemoryRegion *cmr)
+{
+    MemoryRegion *mr = (MemoryRegion *)cmr;
+
+    return memory_region_is_ram(mr) && !memory_region_is_ram_device(mr) &&
+           !memory_region_is_rom(mr) && !memory_region_is_romd(mr) &&
+           mr->ram_block && mr->owner &&
+           object_dynamic_cast(mr->owner, TYPE_MEMORY_BACKEND) &&
+           qemu_ram_is_migratable(mr->ram_block) &&
+           !migrate_ram_is_ignored(mr->ram_block);
+}
+
+/* Private anonymous memory: allocated fresh at the destination. */
+static bool pvfree_ram_block_is_fresh(RAMBlock *rb)
+{
+    return !qemu_ram_is_shared(rb) && qemu_ram_get_fd(rb) < 0;
+}
+
+/*
+ * Guest RAM whose frames may be skipped: ordinary guest RAM that the
+ * destination provides as fresh anonymous memory.  Memory shared with
+ * other processes or backed by a file shows its backing's contents.
+ */
+static bool pvfree_is_skippable(const MemoryRegion *mr)
+{
+    return pvfree_is_guest_ram(mr) && pvfree_ram_block_is_fresh(mr->ram_block);
+}
+
+/*
+ * Find guest RAM at @gpa.  Returns the MemoryRegion, referenced, with the
+ * offset of @gpa inside it in *@offset and the number of bytes of the
+ * range [@gpa, @gpa + @len) it covers from there in *@avail; or NULL if
+ * @gpa is not ordinary guest RAM.
+ */
+static MemoryRegion *pvfree_find_ram(uint64_t gpa, uint64_t len,
+                                     hwaddr *offset, uint64_t *avail)
+{
+    MemoryRegionSection sec;
+
+    sec = memory_region_find(get_system_memory(), gpa, len);
+    if (!sec.mr) {
+        return NULL;
+    }
+    if (sec.offset_within_address_space != gpa ||
+        !pvfree_is_guest_ram(sec.mr)) {
+        memory_region_unref(sec.mr);
+        return NULL;
+    }
+    *offset = sec.offset_within_region;
+    *avail = int128_get64(sec.size);
+    return sec.mr;
+}
+
+/* pvfree_reader.read: copy from ordinary guest RAM only. */
+static int pvfree_read_guest(void *opaque, uint64_t gpa, void *buf,
+                             size_t len)
+{
+    uint8_t *p = buf;
+
+    while (len) {
+        MemoryRegion *mr;
+        hwaddr offset;
+        uint64_t n;
+
+        if (gpa + len < gpa) {
+            return -1;
+        }
+        mr = pvfree_find_ram(gpa, len, &offset, &n);
+        if (!mr) {
+            return -1;
+        }
+        n = MIN(n, len);
+        memcpy(p, (uint8_t *)memory_region_get_ram_ptr(mr) + offset, n);
+        memory_region_unref(mr);
+        p += n;
+        gpa += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static bool pvfree_collect_ram(Int128 start, Int128 len,
+                               const MemoryRegion *mr,
+                               hwaddr offset_in_region, void *opaque)
+{
+    GArray *ram = opaque;
+    struct pvfree_ram_range *last;
+    uint64_t first, end;
+
+    if (!pvfree_is_skippable(mr)) {
+        return false;
+    }
+    first = DIV_ROUND_UP(int128_get64(start), PVFREE_FRAME_SIZE);
+    end = int128_get64(int128_add(start, len)) >> PVFREE_FRAME_SHIFT;
+    if (first >= end) {
+        return false;
+    }
+    if (ram->len) {
+        last = &g_array_index(ram, struct pvfree_ram_range, ram->len - 1);
+        if (last->pfn + last->nr_frames == first) {
+            last->nr_frames += end - first;
+            return false;
+        }
+    }
+    g_array_append_val(ram, ((struct pvfree_ram_range) {
+        .pfn = first,
+        .nr_frames = end - first,
+    }));
+    return false;
+}
+
+/* Skippable guest RAM in frames: sorted, merged, non-overlapping. */
+static GArray *pvfree_ram_ranges(void)
+{
+    GArray *ram = g_array_new(false, false, sizeof(struct pvfree_ram_range));
+
+    RCU_READ_LOCK_GUARD();
+    flatview_for_each_range(address_space_to_flatview(&address_space_memory),
+                            pvfree_collect_ram, ram);
+    return ram;
+}
+
+static int pvfree_check_block(RAMBlock *rb, void *opaque)
+{
+    bool *fresh = opaque;
+
+    if (qemu_ram_is_migratable(rb) && !pvfree_ram_block_is_fresh(rb)) {
+        *fresh = false;
+    }
+    return 0;
+}
+
+/*
+ * What a frame we do not send reads as at the destination.  Private
+ * anonymous memory is allocated fresh there and reads as zero (an
+ * incoming QEMU does not copy ROM blobs into RAM).  We only ever skip such
+ * memory, but promise zero only if every migrated RAMBlock is of that
+ * kind, so that the promise does not depend on where the guest's free
+ * frames happen to be.
+ */
+static uint64_t pvfree_host_features(void)
+{
+    bool fresh = true;
+
+    qemu_ram_foreach_block(pvfree_check_block, &fresh);
+    return fresh ? PVFREE_HF_ZERO_FILL : 0;
+}
+
+static void pvfree_set_irq(PVFreePCIState *s)
+{
+    PCIDevice *pdev = PCI_DEVICE(s);
+
+    s->isr |= PVFREE_PCI_ISR_REQUEST;
+    if (msi_enabled(pdev)) {
+        msi_notify(pdev, 0);
+    } else {
+        pci_set_irq(pdev, 1);
+    }
+}
+
+/* Guest-triggered errors: log the first few, then stay quiet. */
+#define PVFREE_GUEST_ERRORS_LOGGED 16
+
+static void G_GNUC_PRINTF(2, 3)
+pvfree_guest_error(PVFreePCIState *s, const char *fmt, ...)
+{
+    unsigned n = qatomic_fetch_inc(&s->guest_errors);
+    va_list ap;
+
+    if (n < PVFREE_GUEST_ERRORS_LOGGED) {
+        va_start(ap, fmt);
+        error_vreport(fmt, ap);
+        va_end(ap);
+    } else if (n == PVFREE_GUEST_ERRORS_LOGGED) {
+        error_report("pvfree: too many guest errors, not logging more");
+    }
+}
+
+/* Record the outcome of a request; takes @lock. */
+static void G_GNUC_PRINTF(3, 4)
+pvfree_finish(PVFreePCIState *s, const char *status, const char *fmt, ...)
+{
+    va_list ap;
+
+    QEMU_LOCK_GUARD(&s->lock);
+    g_free(s->last_status);
+    s->last_status = g_strdup(status);
+    g_free(s->last_error);
+    va_start(ap, fmt);
+    s->last_error = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    trace_pvfree_result(status, s->pages_skipped, s->wait_ms);
+}
+
+/*
+ * Check the identification of a header page in guest RAM (one copy of its
+ * first 8 bytes).  Returns NULL if it is fine, else what is wrong.
+ */
+static char *pvfree_check_header(uint64_t gpa)
+{
+    MemoryRegion *mr;
+    hwaddr offset;
+    uint64_t n = 0;
+    uint8_t id[8];
+    uint32_t magic;
+    uint16_t version, header_size;
+
+    if (gpa & (PVFREE_FRAME_SIZE - 1)) {
+        return g_strdup("is not frame-aligned");
+    }
+    if (gpa > UINT64_MAX - PVFREE_HEADER_SIZE) {
+        return g_strdup("wraps around the address space");
+    }
+    mr = pvfree_find_ram(gpa, PVFREE_HEADER_SIZE, &offset, &n);
+    if (mr) {
+        memory_region_unref(mr);
+    }
+    if (!mr || n < PVFREE_HEADER_SIZE) {
+        return g_strdup("is not in ordinary guest RAM");
+    }
+    if (pvfree_read_guest(NULL, gpa, id, sizeof(id))) {
+        return g_strdup("cannot be read");
+    }
+    magic = ldl_le_p(id);
+    version = lduw_le_p(id + 4);
+    header_size = lduw_le_p(id + 6);
+    if (magic != PVFREE_MAGIC) {
+        return g_strdup_printf("has magic 0x%08" PRIx32 ", expected 0x%08x",
+                               magic, PVFREE_MAGIC);
+    }
+    if (version < 1 || version > PVFREE_VERSION) {
+        return g_strdup_printf("has version %u, expected 1..%u", version,
+                               PVFREE_VERSION);
+    }
+    if (header_size != PVFREE_HEADER_SIZE) {
+        return g_strdup_printf("has header_size %u, expected %u",
+                               header_size, PVFREE_HEADER_SIZE);
+    }
+    return NULL;
+}
+
+/* Has the guest published response_id == @request_id? */
+static bool pvfree_response_ready(uint64_t header, uint64_t request_id)
+{
+    uint8_t id[8];
+
+    if (pvfree_read_guest(NULL, header +
+                          offsetof(struct pvfree_header, response_id),
+                          id, sizeof(id))) {
+        return false;
+    }
+    return ldq_le_p(id) == request_id;
+}
+
+/*
+ * Write host_features, then request_id, into the guest's header page.
+ * Called with the BQL and @lock held.
+ */
+static bool pvfree_publish(uint64_t header, uint64_t host_features,
+                           uint64_t request_id)
+{
+    MemoryRegion *mr;
+    hwaddr offset;
+    uint64_t n;
+    uint8_t *h;
+
+    mr = pvfree_find_ram(header, PVFREE_HEADER_SIZE, &offset, &n);
+    if (!mr) {
+        return false;
+    }
+    if (n < PVFREE_HEADER_SIZE) {
+        memory_region_unref(mr);
+        return false;
+    }
+    h = (uint8_t *)memory_region_get_ram_ptr(mr) + offset;
+    stq_le_p(h + offsetof(struct pvfree_header, host_features),
+             host_features);
+    /* The guest reads request_id, then host_features: pairs with its acquire */
+    smp_wmb();
+    stq_le_p(h + offsetof(struct pvfree_header, request_id), request_id);
+    memory_region_set_dirty(mr, offset, PVFREE_HEADER_SIZE);
+    memory_region_unref(mr);
+    return true;
+}
+
+typedef struct PVFreeWalk {
+    PVFreePCIState *s;
+    uint32_t generation;        /* of the registration being served */
+    bool skip;
+    uint64_t frames;            /* frames the guest reported free */
+    uint64_t pages;             /* pages dropped from the first pass */
+} PVFreeWalk;
+
+/* pvfree_for_each_free_run() callback: drop one run from the first pass. */
+static int pvfree_skip_run(void *opaque, uint64_t pfn, uint64_t nr_frames)
+{
+    PVFreeWalk *w = opaque;
+    uint64_t gpa = pfn << PVFREE_FRAME_SHIFT;
+    uint64_t len = nr_frames << PVFREE_FRAME_SHIFT;
+
+    trace_pvfree_free_run(pfn, nr_frames);
+    if (!w->skip) {
+        w->frames += nr_frames;
+        return 0;
+    }
+
+    /*
+     * Once UNREGISTER or a reset completed, nothing read from the former
+     * header or storage may be used, whenever it was read: check under
+     * the lock, and skip under it, so that the MMIO write cannot complete
+     * in between.
+     */
+    QEMU_LOCK_GUARD(&w->s->lock);
+    if (w->s->generation != w->generation) {
+        return -1;
+    }
+    w->frames += nr_frames;
+    while (len) {
+        MemoryRegion *mr;
+        hwaddr offset;
+        uint64_t n;
+
+        /* The reader clipped the run to guest RAM; be careful anyway. */
+        mr = pvfree_find_ram(gpa, len, &offset, &n);
+        if (!mr) {
+            break;
+        }
+        if (!pvfree_is_skippable(mr)) {
+            memory_region_unref(mr);
+            break;
+        }
+        n = MIN(n, len);
+        w->pages += precopy_skip_ram_range(mr->ram_block, offset, n);
+        memory_region_unref(mr);
+        gpa += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* Validate a response and drop the free frames it lists. */
+static void pvfree_use_response(PVFreePCIState *s, uint64_t header,
+                                uint64_t request_id, uint64_t host_features,
+                                uint32_t generation)
+{
+    g_autoptr(GArray) ram = pvfree_ram_ranges();
+    g_autofree void *scratch = g_malloc(PVFREE_SCRATCH_SIZE);
+    g_autofree struct pvfree_response *resp = g_new0(struct pvfree_response,
+                                                      1);
+    struct pvfree_reader r = {
+        .read = pvfree_read_guest,
+        .opaque = s,
+        .ram = (struct pvfree_ram_range *)ram->data,
+        .nr_ram = ram->len,
+        .scratch = scratch,
+        .scratch_size = PVFREE_SCRATCH_SIZE,
+        .host_features = host_features,
+    };
+    PVFreeWalk w = {
+        .s = s,
+        .generation = generation,
+        .skip = s->skip_free,
+    };
+    struct pvfree_diag diag = { 0 };
+    enum pvfree_error err;
+    char why[256];
+
+    err = pvfree_read_response(&r, header, request_id, resp, &diag);
+    if (err != PVFREE_OK) {
+        g_autofree char *status = NULL;
+
+        pvfree_diag_format(&diag, why, sizeof(why));
+        if (err == PVFREE_ERR_STATUS) {
+            status = g_strdup_printf("guest-status-%" PRIu64, diag.value);
+        } else if (err == PVFREE_ERR_CONTENT) {
+            status = g_strdup("unsupported-content");
+        } else {
+            status = g_strdup("rejected");
+        }
+        pvfree_guest_error(s, "pvfree: guest response rejected: %s; "
+                           "migrating all pages", why);
+        pvfree_finish(s, status, "guest response rejected: %s", why);
+        return;
+    }
+    trace_pvfree_response(request_id, resp->status, resp->content,
+                          resp->base_pfn, resp->nr_frames, resp->nr_extents);
+
+    err = pvfree_for_each_free_run(&r, resp, pvfree_skip_run, &w, &diag);
+
+    WITH_QEMU_LOCK_GUARD(&s->lock) {
+        s->pages_skipped = w.pages;
+        s->frames_reported = w.frames;
+        if (resp->guest_features & PVFREE_GF_STATS) {
+            s->guest_free_frames = resp->free_frames;
+            s->guest_snapshot_us = resp->snapshot_us;
+            s->guest_max_lock_hold_us = resp->max_lock_hold_us;
+        }
+    }
+
+    if (err == PVFREE_ERR_CALLBACK) {
+        pvfree_finish(s, "not-registered", "the guest unregistered while its "
+                      "response was read; %" PRIu64 " pages skipped before",
+                      w.pages);
+        return;
+    }
+    if (err != PVFREE_OK) {
+        pvfree_diag_format(&diag, why, sizeof(why));
+        pvfree_guest_error(s, "pvfree: guest response rejected: %s; "
+                           "migrating all pages but the %" PRIu64
+                           " already skipped", why, w.pages);
+        pvfree_finish(s, "rejected", "guest bitmap rejected after %" PRIu64
+                      " pages: %s", w.pages, why);
+        return;
+    }
+    pvfree_finish(s, "ok", "%s", s->skip_free ? "" :
+                  "skip-free=off: nothing skipped");
+}
+
+/*
+ * PRECOPY_NOTIFY_FIRST_ITERATION: runs in the migration thread, without
+ * the BQL, after dirty logging started and before the first page is sent.
+ */
+static void pvfree_first_iteration(PVFreePCIState *s)
+{
+    uint64_t header, request_id, host_features;
+    g_autofree char *why = NULL;
+    int64_t start, now, deadline;
+    uint32_t generation;
+    bool answered, registered;
+
+    WITH_QEMU_LOCK_GUARD(&s->lock) {
+        s->pages_skipped = 0;
+        s->frames_reported = 0;
+        s->wait_ms = 0;
+    }
+
+    /*
+     * A skipped page is not dirty, so postcopy would never send it when
+     * the destination faults on it: the vCPU would wait for the end of
+     * postcopy (virtio-balloon's free page hinting steps back too).
+     */
+    if (migrate_postcopy_ram()) {
+        pvfree_finish(s, "disabled", "postcopy-ram is enabled: skipped pages "
+                      "would not be sent on demand; migrating all pages");
+        return;
+    }
+    if (migrate_background_snapshot()) {
+        pvfree_finish(s, "disabled", "background-snapshot does not track "
+                      "dirty pages; migrating all pages");
+        return;
+    }
+    if (bql_locked()) {
+        /* The guest could not ring the doorbell while we wait. */
+        pvfree_finish(s, "disabled", "the migration thread holds the BQL; "
+                      "migrating all pages");
+        return;
+    }
+    if (!runstate_is_running()) {
+        pvfree_finish(s, "vm-stopped", "the VM is not running and cannot "
+                      "answer; migrating all pages");
+        return;
+    }
+
+    host_features = pvfree_host_features();
+
+    /*
+     * Every write the guest makes once it can see the request must be
+     * logged: re-arm write tracking before publishing it.
+     */
+    precopy_rearm_dirty_tracking();
+
+    bql_lock();
+    qemu_mutex_lock(&s->lock);
+    if (!(s->status & PVFREE_PCI_STATUS_REGISTERED)) {
+        qemu_mutex_unlock(&s->lock);
+        bql_unlock();
+        pvfree_finish(s, "not-registered", "%s", "");
+        return;
+    }
+    header = s->header_gpa;
+    generation = s->generation;
+    if (!(pci_get_word(PCI_DEVICE(s)->config + PCI_COMMAND) &
+          PCI_COMMAND_MASTER)) {
+        /* Like DMA: no writes into guest memory without bus mastering. */
+        qemu_mutex_unlock(&s->lock);
+        bql_unlock();
+        pvfree_finish(s, "timeout", "bus mastering is disabled: request "
+                      "not published; migrating all pages");
+        return;
+    }
+    if (s->request_id >= INT64_MAX) {
+        qemu_mutex_unlock(&s->lock);
+        bql_unlock();
+        pvfree_finish(s, "disabled", "request ids are exhausted");
+        return;
+    }
+    why = pvfree_check_header(header);
+    if (why || !pvfree_publish(header, host_features, s->request_id + 1)) {
+        s->status = 0;
+        s->header_gpa = 0;
+        s->generation++;
+        qemu_mutex_unlock(&s->lock);
+        bql_unlock();
+        pvfree_guest_error(s, "pvfree: header 0x%" PRIx64 " %s; registration "
+                           "ended, migrating all pages", header,
+                           why ? why : "is not in ordinary guest RAM");
+        pvfree_finish(s, "not-registered", "header 0x%" PRIx64 " %s", header,
+                      why ? why : "is not in ordinary guest RAM");
+        return;
+    }
+    request_id = ++s->request_id;
+    s->requests++;
+    s->waiting = true;
+    s->doorbell = false;
+    pvfree_set_irq(s);
+    trace_pvfree_request(request_id, header, host_features);
+    qemu_mutex_unlock(&s->lock);
+    bql_unlock();
+
+    start = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+    deadline = start + s->timeout_ms;
+    now = start;
+    for (;;) {
+        WITH_QEMU_LOCK_GUARD(&s->lock) {
+            while (!s->doorbell && s->generation == generation &&
+                   now < deadline) {
+                qemu_cond_timedwait(&s->cond, &s->lock, deadline - now);
+                now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+            }
+            answered = s->doorbell;
+            registered = s->generation == generation;
+            s->doorbell = false;
+        }
+        if (!answered || !registered ||
+            pvfree_response_ready(header, request_id)) {
+            break;
+        }
+        /* A late doorbell for an earlier request: keep waiting. */
+        trace_pvfree_stale_doorbell(request_id);
+        answered = false;
+    }
+    WITH_QEMU_LOCK_GUARD(&s->lock) {
+        s->waiting = false;
+        s->wait_ms = now - start;
+    }
+
+    if (!registered) {
+        pvfree_finish(s, "not-registered", "the guest unregistered while "
+                      "request %" PRIu64 " was pending", request_id);
+        return;
+    }
+    if (!answered) {
+        error_report("pvfree: guest did not answer request %" PRIu64
+                     " within %" PRIu32 " ms; migrating all pages",
+                     request_id, s->timeout_ms);
+        pvfree_finish(s, "timeout", "guest did not answer request %" PRIu64
+                      " within %" PRIu32 " ms", request_id, s->timeout_ms);
+        return;
+    }
+    pvfree_use_response(s, header, request_id, host_features, generation);
+}
+
+PvfreeInfo *qmp_query_pvfree(Error **errp)
+{
+    PVFreePCIState *s = pvfree_instance;
+    PvfreeInfo *info;
+
+    if (!s) {
+        error_setg(errp, "There is no pvfree-pci device");
+        return NULL;
+    }
+
+    info = g_new0(PvfreeInfo, 1);
+    QEMU_LOCK_GUARD(&s->lock);
+    info->registered = !!(s->status & PVFREE_PCI_STATUS_REGISTERED);
+    info->requests = s->requests;
+    info->last_status = g_strdup(s->last_status);
+    info->last_error = g_strdup(s->last_error);
+    info->pages_skipped = s->pages_skipped;
+    info->frames_reported = s->frames_reported;
+    info->wait_ms = s->wait_ms;
+    info->guest_free_frames = s->guest_free_frames;
+    info->guest_snapshot_us = s->guest_snapshot_us;
+    info->guest_max_lock_hold_us = s->guest_max_lock_hold_us;
+    info->timeout_ms = s->timeout_ms;
+    info->skip_free = s->skip_free;
+    return info;
+}
+
+static int pvfree_precopy_notify(NotifierWithReturn *n, void *data,
+                                 Error **errp)
+{
+    PVFreePCIState *s = container_of(n, PVFreePCIState, precopy_notifier);
+    PrecopyNotifyData *pnd = data;
+
+    if (pnd->reason == PRECOPY_NOTIFY_FIRST_ITERATION) {
+        pvfree_first_iteration(s);
+    }
+    return 0;
+}
+
+/*
+ * COMMAND=REGISTER, with the BQL held: end any current registration, then
+ * check the new header.
+ */
+static void pvfree_register(PVFreePCIState *s)
+{
+    uint64_t gpa = ((uint64_t)s->header_hi << 32) | s->header_lo;
+    g_autofree char *why = pvfree_check_header(gpa);
+
+    QEMU_LOCK_GUARD(&s->lock);
+    s->generation++;
+    qemu_cond_broadcast(&s->cond);
+    if (why) {
+        s->status = PVFREE_PCI_STATUS_REJECTED;
+        s->header_gpa = 0;
+        pvfree_guest_error(s, "pvfree-pci: REGISTER rejected: header 0x%"
+                           PRIx64 " %s", gpa, why);
+        trace_pvfree_register_rejected(gpa, why);
+        return;
+    }
+    s->status = PVFREE_PCI_STATUS_REGISTERED;
+    s->header_gpa = gpa;
+    trace_pvfree_register(gpa);
+}
+
+static void pvfree_unregister(PVFreePCIState *s)
+{
+    QEMU_LOCK_GUARD(&s->lock);
+    s->status = 0;
+    s->header_gpa = 0;
+    s->generation++;
+    qemu_cond_broadcast(&s->cond);
+    trace_pvfree_unregister();
+}
+
+static void pvfree_response_doorbell(PVFreePCIState *s)
+{
+    QEMU_LOCK_GUARD(&s->lock);
+    trace_pvfree_doorbell(s->request_id, s->waiting);
+    if (s->waiting) {
+        s->doorbell = true;
+        qemu_cond_broadcast(&s->cond);
+    }
+}
+
+static uint64_t pvfree_mmio_read(void *opaque, hwaddr addr, unsigned size)
+{
+    PVFreePCIState *s = opaque;
+    uint64_t val = 0;
+
+    if (size != 4 || (addr & 3)) {
+        trace_pvfree_mmio_read(addr, size, val);
+        return 0;
+    }
+
+    switch (addr) {
+    case PVFREE_PCI_REG_MAGIC:
+        val = PVFREE_MAGIC;
+        break;
+    case PVFREE_PCI_REG_VERSION:
+        val = PVFREE_VERSION;
+        break;
+    case PVFREE_PCI_REG_HEADER_LO:
+        val = s->header_lo;
+        break;
+    case PVFREE_PCI_REG_HEADER_HI:
+        val = s->header_hi;
+        break;
+    case PVFREE_PCI_REG_STATUS:
+        WITH_QEMU_LOCK_GUARD(&s->lock) {
+            val = s->status;
+        }
+        break;
+    case PVFREE_PCI_REG_ISR:
+        WITH_QEMU_LOCK_GUARD(&s->lock) {
+            val = s->isr;
+            s->isr = 0;
+        }
+        pci_set_irq(PCI_DEVICE(s), 0);
+        break;
+    default:
+        break;
+    }
+    trace_pvfree_mmio_read(addr, size, val);
+    return val;
+}
+
+static void pvfree_mmio_write(void *opaque, hwaddr addr, uint64_t val,
+                              unsigned size)
+{
+    PVFreePCIState *s = opaque;
+
+    trace_pvfree_mmio_write(addr, size, val);
+    if (size != 4 || (addr & 3)) {
+        return;
+    }
+
+    switch (addr) {
+    case PVFREE_PCI_REG_HEADER_LO:
+        s->header_lo = val;
+        break;
+    case PVFREE_PCI_REG_HEADER_HI:
+        s->header_hi = val;
+        break;
+    case PVFREE_PCI_REG_COMMAND:
+        switch (val) {
+        case PVFREE_PCI_CMD_REGISTER:
+            pvfree_register(s);
+            break;
+        case PVFREE_PCI_CMD_UNREGISTER:
+            pvfree_unregister(s);
+            break;
+        case PVFREE_PCI_CMD_RESPONSE:
+            pvfree_response_doorbell(s);
+            break;
+        default:
+            break;
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+static const MemoryRegionOps pvfree_mmio_ops = {
+    .read = pvfree_mmio_read,
+    .write = pvfree_mmio_write,
+    .endianness = DEVICE_LITTLE_ENDIAN,
+    .valid = {
+        .min_access_size = 1,
+        .max_access_size = 8,
+    },
+    .impl = {
+        .min_access_size = 1,
+        .max_access_size = 8,
+    },
+};
+
+static void pvfree_realize(PCIDevice *pdev, Error **errp)
+{
+    PVFreePCIState *s = PVFREE_PCI(pdev);
+    Error *err = NULL;
+    int ret;
+
+    if (pvfree_instance) {
+        error_setg(errp, "only one pvfree-pci device is supported");
+        return;
+    }
+    if (s->timeout_ms == 0 || s->timeout_ms > PVFREE_TIMEOUT_MAX_MS) {
+        error_setg(errp, "timeout-ms must be between 1 and %u",
+                   PVFREE_TIMEOUT_MAX_MS);
+        return;
+    }
+
+    pci_config_set_interrupt_pin(pdev->config, 1);
+    memory_region_init_io(&s->mmio, OBJECT(s), &pvfree_mmio_ops, s,
+                          "pvfree-mmio", PVFREE_PCI_BAR_SIZE);
+    pci_register_bar(pdev, PVFREE_PCI_BAR, PCI_BASE_ADDRESS_SPACE_MEMORY,
+                     &s->mmio);
+
+    /* MSI is optional: INTx works where the platform has no MSI. */
+    ret = msi_init(pdev, 0, 1, true, false, &err);
+    if (ret && ret != -ENOTSUP) {
+        error_propagate(errp, err);
+        return;
+    }
+    error_free(err);
+
+    qemu_mutex_init(&s->lock);
+    qemu_cond_init(&s->cond);
+    s->last_status = g_strdup("none");
+    s->last_error = g_strdup("");
+    s->precopy_notifier.notify = pvfree_precopy_notify;
+    precopy_add_notifier(&s->precopy_notifier);
+    pvfree_instance = s;
+}
+
+static void pvfree_exit(PCIDevice *pdev)
+{
+    PVFreePCIState *s = PVFREE_PCI(pdev);
+
+    precopy_remove_notifier(&s->precopy_notifier);
+    msi_uninit(pdev);
+    qemu_cond_destroy(&s->cond);
+    qemu_mutex_destroy(&s->lock);
+    g_free(s->last_status);
+    g_free(s->last_error);
+    pvfree_instance = NULL;
+}
+
+static void pvfree_reset(DeviceState *dev)
+{
+    PVFreePCIState *s = PVFREE_PCI(dev);
+
+    QEMU_LOCK_GUARD(&s->lock);
+    s->header_lo = 0;
+    s->header_hi = 0;
+    s->status = 0;
+    s->isr = 0;
+    s->header_gpa = 0;
+    s->generation++;
+    qemu_cond_broadcast(&s->cond);
+}
+
+static int pvfree_post_load(void *opaque, int version_id)
+{
+    PVFreePCIState *s = opaque;
+
+    g_autofree char *why = NULL;
+
+    if (!(s->status & PVFREE_PCI_STATUS_REGISTERED)) {
+        s->header_gpa = 0;
+        return 0;
+    }
+    why = pvfree_check_header(s->header_gpa);
+    if (why) {
+        error_report("pvfree-pci: migrated header 0x%" PRIx64 " %s; "
+                     "registration ended", s->header_gpa, why);
+        s->status = 0;
+        s->header_gpa = 0;
+    }
+    return 0;
+}
+
+static const VMStateDescription vmstate_pvfree_pci = {
+    .name = TYPE_PVFREE_PCI,
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .post_load = pvfree_post_load,
+    .fields = (const VMStateField[]) {
+        VMSTATE_PCI_DEVICE(parent_obj, PVFreePCIState),
+        VMSTATE_UINT32(header_lo, PVFreePCIState),
+        VMSTATE_UINT32(header_hi, PVFreePCIState),
+        VMSTATE_UINT32(status, PVFreePCIState),
+        VMSTATE_UINT32(isr, PVFreePCIState),
+        VMSTATE_UINT64(header_gpa, PVFreePCIState),
+        VMSTATE_UINT64(request_id, PVFreePCIState),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
+static const Property pvfree_properties[] = {
+    DEFINE_PROP_UINT32("timeout-ms", PVFreePCIState, timeout_ms, 5000),
+    DEFINE_PROP_BOOL("skip-free", PVFreePCIState, skip_free, true),
+};
+
+static void pvfree_class_init(ObjectClass *klass, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(klass);
+    PCIDeviceClass *k = PCI_DEVICE_CLASS(klass);
+
+    k->realize = pvfree_realize;
+    k->exit = pvfree_exit;
+    k->vendor_id = PCI_VENDOR_ID_REDHAT;
+    k->device_id = PCI_DEVICE_ID_REDHAT_PVFREE;
+    k->revision = PVFREE_PCI_REVISION;
+    k->class_id = PCI_CLASS_SYSTEM_OTHER;
+    dc->desc = "pvfree: guest reports free pages to live migration";
+    dc->vmsd = &vmstate_pvfree_pci;
+    device_class_set_legacy_reset(dc, pvfree_reset);
+    device_class_set_props(dc, pvfree_properties);
+    set_bit(DEVICE_CATEGORY_MISC, dc->categories);
+}
+
+static const TypeInfo pvfree_pci_info = {
+    .name = TYPE_PVFREE_PCI,
+    .parent = TYPE_PCI_DEVICE,
+    .instance_size = sizeof(PVFreePCIState),
+    .class_init = pvfree_class_init,
+    .interfaces = (InterfaceInfo[]) {
+        { INTERFACE_CONVENTIONAL_PCI_DEVICE },
+        { }
+    },
+};
+
+static void pvfree_register_types(void)
+{
+    type_register_static(&pvfree_pci_info);
+}
+
+type_init(pvfree_register_types)
