@@ -10,7 +10,7 @@ export PVFREE_CACHE
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps host guest qemu test unit-test fuzz fuzz-short \
+.PHONY: all deps host guest qemu series test unit-test fuzz fuzz-short \
 	guest-check kvm-test xen-test demo bench bench-full clean
 
 all: host guest
@@ -27,6 +27,16 @@ guest:
 
 qemu: deps
 	hv-kvm/build-qemu.sh
+
+# The upstream-style patch series (git format-patch output and a series
+# file) for QEMU and Xen: hv-*/patches plus the new files of hv-kvm/qemu/
+# and hv-xen/xen/, on the pristine upstream source.
+series: deps
+	scripts/make-series --tarball "$$(hv-kvm/build-qemu.sh --print-tarball)" \
+		--overlay hv-kvm/qemu --patches hv-kvm/patches --out build/series/qemu
+	scripts/setup-deps.sh xen
+	scripts/make-series --tarball "$$(hv-xen/build-xen-tools.sh --print-tarball)" \
+		--overlay hv-xen/xen --patches hv-xen/patches --out build/series/xen
 
 unit-test: deps
 	$(MAKE) -C host test

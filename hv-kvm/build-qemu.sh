@@ -14,7 +14,9 @@
 # followed), then the patches of hv-kvm/patches/series, which change only
 # files that exist upstream.
 #
-# usage: hv-kvm/build-qemu.sh [--print-hash]
+# usage: hv-kvm/build-qemu.sh [--print-hash | --print-tarball]
+#   --print-tarball  download the source if needed and print the path of
+#                    its orig tarball (pristine upstream); builds nothing
 #
 # Environment:
 #   PVFREE_CACHE   cache root (default $HOME/.cache/pvfree)
@@ -110,9 +112,27 @@ key() {
 		done
 	} | sha256sum | cut -c1-16
 }
+# --- source: download once, unpack with Debian's patches -------------------
+srcdir=$cache/src
+dsc=$srcdir/qemu_${uver}.dsc
+download_source() {
+	mkdir -p "$srcdir"
+	if [ ! -f "$dsc" ]; then
+		log "downloading source package qemu=$ver"
+		(cd "$srcdir" && apt-get source --download-only "qemu=$ver" >&2)
+	fi
+	[ -f "$dsc" ] || die "download of qemu=$ver failed"
+}
+
 hash=$(key)
 if [ "${1:-}" = "--print-hash" ]; then
 	echo "$hash"
+	exit 0
+fi
+# The pristine upstream source, the base of scripts/make-series.
+if [ "${1:-}" = "--print-tarball" ]; then
+	download_source
+	ls "$srcdir/qemu_${uver%%-*}.orig.tar.xz"
 	exit 0
 fi
 
@@ -129,15 +149,7 @@ if [ -z "${PVFREE_NO_SETUP:-}" ]; then
 	"$top/scripts/setup-deps.sh" kvm >&2
 fi
 
-# --- source: download once, unpack with Debian's patches -------------------
-srcdir=$cache/src
-mkdir -p "$srcdir"
-dsc=$srcdir/qemu_${uver}.dsc
-if [ ! -f "$dsc" ]; then
-	log "downloading source package qemu=$ver"
-	(cd "$srcdir" && apt-get source --download-only "qemu=$ver" >&2)
-fi
-[ -f "$dsc" ] || die "download of qemu=$ver failed"
+download_source
 
 mkdir -p "$out"
 exec 9>"$lock"

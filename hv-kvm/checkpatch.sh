@@ -5,8 +5,7 @@
 # new files of hv-kvm/qemu/) and run QEMU's own scripts/checkpatch.pl on
 # every patch of it; fail on any error or warning.  checkpatch.pl and the
 # base of the series come from the QEMU 10.0 orig tarball that
-# hv-kvm/build-qemu.sh downloads into $PVFREE_CACHE/src (running it first
-# if it is not there yet, which is a cache hit once QEMU is built).
+# `hv-kvm/build-qemu.sh --print-tarball` downloads into $PVFREE_CACHE/src.
 #
 # The files pvfree imports verbatim, the links in hv-kvm/qemu/ (its ABI
 # header and host library: MIT, shared with Linux and Xen, so in Linux
@@ -28,18 +27,8 @@ if [ "${1:-}" = --out ]; then
 	out=$2
 fi
 
-find_tarball() {
-	ls "$cache"/src/qemu_10.0.*.orig.tar.xz 2>/dev/null | sort -V | tail -n1
-}
-
-tarball=$(find_tarball)
-if [ -z "$tarball" ]; then
-	# build-qemu.sh owns the choice of version and the download.
-	log "no QEMU source in $cache/src; running build-qemu.sh"
-	"$here/build-qemu.sh" >/dev/null
-	tarball=$(find_tarball)
-	[ -n "$tarball" ] || { log "error: still no QEMU source tarball"; exit 1; }
-fi
+# build-qemu.sh owns the choice of version and the download.
+tarball=$("$here/build-qemu.sh" --print-tarball)
 
 dir=$cache/qemu-checkpatch-$(basename "$tarball" .orig.tar.xz)
 if [ ! -f "$dir/scripts/checkpatch.pl" ]; then

@@ -5,6 +5,8 @@
 #
 #   hv-xen/build-xen-tools.sh               patched libxenguest (and the
 #       libraries it needs); prints the directory holding libxenguest.so*
+#   hv-xen/build-xen-tools.sh --print-tarball  fetch the source only and
+#       print the path of its orig tarball (pristine upstream)
 #   hv-xen/build-xen-tools.sh --hypervisor  Debian's hypervisor
 #       configuration plus CONFIG_SHADOW_PAGING=y (needed for live
 #       migration of PV guests); prints the path of the multiboot image
@@ -13,16 +15,15 @@
 # The Xen source is Debian's (apt-get source, with Debian's patches
 # applied); XEN_SRC_VERSION picks a version, default: the newest 4.17
 # listed by `apt-cache showsrc xen' that downloads.  At build time
-# include/pvfree/abi.h and host/pvfree-reader.[ch] are copied into
-# tools/libs/guest/ (the patches expect them there), then
-# hv-xen/patches/series is applied.  Results are cached under
+# hv-xen/xen/ (pvfree's new files, and links to include/pvfree/abi.h and
+# the host library) is copied over the tree, links followed, then
+# hv-xen/patches/series is applied: patches of files that exist upstream.  Results are cached under
 # $PVFREE_CACHE/xen-tools-<hash>/ and xen-hv-<hash>/, keyed by a hash of all
 # inputs; the only stdout line is the result.  Logs go to stderr and to
 # the cache directory (build.log).  Needs: scripts/setup-deps.sh xen.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/.." && pwd)
 cache=${PVFREE_CACHE:-$HOME/.cache/pvfree}
 scratch=${PVFREE_XEN_SCRATCH:-/tmp/pvfree-xen}
 lock=/tmp/pvfree-heavy.lock
@@ -32,7 +33,8 @@ mode=tools
 case "${1:-}" in
 "") ;;
 --hypervisor) mode=hv ;;
-*) echo "usage: $0 [--hypervisor]" >&2; exit 2 ;;
+--print-tarball) mode=tarball ;;
+*) echo "usage: $0 [--hypervisor | --print-tarball]" >&2; exit 2 ;;
 esac
 
 log() { echo "build-xen-tools: $*" >&2; }
@@ -72,18 +74,32 @@ else
 	fi
 fi
 dsc=$srcdir/xen_$version.dsc
+if [ "$mode" = tarball ]; then
+	# The pristine upstream source, the base of scripts/make-series.
+	ls "$srcdir/xen_${version%-*}.orig.tar.xz"
+	exit 0
+fi
 
 # --- the cache key -----------------------------------------------------
+overlay=$here/xen
 inputs=("$dsc" "$0")
+overlay_files=()
 if [ "$mode" = tools ]; then
-	inputs+=("$top/include/pvfree/abi.h" "$top/host/pvfree-reader.h"
-		 "$top/host/pvfree-reader.c" "$here/patches/series")
-	while read -r p; do
+	inputs+=("$here/patches/series")
+	while read -r p _; do
 		case "$p" in ''|'#'*) continue ;; esac
 		inputs+=("$here/patches/$p")
 	done < "$here/patches/series"
+	mapfile -t overlay_files < <(cd "$overlay" &&
+		find . -type f -o -type l | sed 's|^\./||' | sort)
+	for f in "${overlay_files[@]}"; do
+		[ -e "$overlay/$f" ] || { log "$overlay/$f is a dangling link"; exit 1; }
+		inputs+=("$overlay/$f")
+	done
 fi
-hash=$( (echo "$mode $version"; cat "${inputs[@]}") | sha256sum | cut -c1-16)
+# The overlay's paths count too: moving a file changes the tree.
+hash=$( (echo "$mode $version ${overlay_files[*]}"; cat "${inputs[@]}") |
+	sha256sum | cut -c1-16)
 
 if [ "$mode" = tools ]; then
 	out=$cache/xen-tools-$hash
@@ -111,11 +127,10 @@ buildlog=$out.tmp/build.log
 run() { "$@" >> "$buildlog" 2>&1 || { log "failed: $* (see $buildlog)"; tail -n 30 "$buildlog" >&2; exit 1; }; }
 
 if [ "$mode" = tools ]; then
-	mkdir -p tools/libs/guest/pvfree
-	cp "$top/include/pvfree/abi.h" tools/libs/guest/pvfree/abi.h
-	cp "$top/host/pvfree-reader.h" "$top/host/pvfree-reader.c" \
-	   tools/libs/guest/
-	while read -r p; do
+	for f in "${overlay_files[@]}"; do
+		install -D -m 0644 "$overlay/$f" "$f"
+	done
+	while read -r p _; do
 		case "$p" in ''|'#'*) continue ;; esac
 		log "applying $p"
 		run patch -p1 --no-backup-if-mismatch -i "$here/patches/$p"
@@ -145,8 +160,8 @@ if [ "$mode" = tools ]; then
 	# Record what went in.
 	{
 		echo "xen $version"
-		(cd "$here/patches" && sha256sum $(grep -v '^#' series))
-		(cd "$top" && sha256sum include/pvfree/abi.h host/pvfree-reader.[ch])
+		(cd "$here/patches" && sha256sum $(sed -n 's/^\([0-9][^ ]*\.patch\).*/\1/p' series))
+		(cd "$overlay" && sha256sum "${overlay_files[@]}")
 	} > "$out.tmp/inputs.txt"
 else
 	log "configuring the hypervisor (Debian's config + CONFIG_SHADOW_PAGING)"

@@ -1,0 +1,1 @@
+../../../../../../include/pvfree/abi.h

@@ -1,0 +1,556 @@
+/* SPDX-License-Identifier: LGPL-2.1-only */
+/*
+ * pvfree: leave the guest's free pages out of the first pass of a live
+ * save.
+ *
+ * A guest running the pvfree driver publishes, in xenstore, the frame of a
+ * header page it shares with the toolstack.  After log-dirty mode has been
+ * enabled and before the first pass, the saver asks the guest for a
+ * snapshot of its free pages (a bitmap in guest memory), reads it through
+ * the shared pvfree reader, which validates everything it copies out of
+ * guest memory, and sends each free NOTAB pfn of the first pass as an
+ * XEN_DOMCTL_PFINFO_XALLOC entry, which carries no page data.  The restorer
+ * populates such a pfn without writing it, so it reads as zero.
+ *
+ * Pages the guest dirties after it saw the request are reported by a later
+ * XEN_DOMCTL_SHADOW_OP_CLEAN and sent as usual.  Anything unexpected (no
+ * registration, a bad header, a timeout, a failed mapping) only disables
+ * the optimisation: the first pass then sends everything.
+ *
+ * The binding is described in pvfree's spec/transport-xenstore.md, the
+ * header in pvfree/abi.h.
+ */
+
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <xenstore.h>
+
+#include "xg_sr_common.h"
+#include "pvfree-reader.h"
+
+#define WPRINTF(_f, _a...) \
+    xc_report(xch, xch->error_handler, XTL_WARN, 0, "pvfree: " _f, ## _a)
+
+/* Default wait for the guest's response, overridden by XG_PVFREE_TIMEOUT_MS. */
+#define PVFREE_TIMEOUT_MS       5000
+/* Granularity at which the header and the registration are re-checked. */
+#define PVFREE_POLL_MS          20
+/* Scratch buffer for the reader: bitmap and extent-table chunks. */
+#define PVFREE_SCRATCH_SIZE     (16 * PVFREE_FRAME_SIZE)
+
+#define PVFREE_MAX_REQUEST_ID   ((UINT64_C(1) << 63) - 1)
+
+struct pvfree_req {
+    struct xc_sr_context *ctx;
+    struct xs_handle *xsh;
+    char *dom_path;
+    xen_pfn_t header_pfn;
+    struct pvfree_header *hdr;      /* read-write mapping of the header */
+    struct pvfree_ram_range *ram;
+    size_t nr_ram;
+    unsigned long marked;           /* pfns set in the free map */
+};
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * Parse a xenstore value as the binding requires: 1-20 decimal digits, no
+ * sign, no leading zero, no more than 2^64 - 1.
+ */
+static int parse_u64(const char *s, unsigned int len, uint64_t *val)
+{
+    uint64_t v = 0;
+    unsigned int i;
+
+    if ( len == 0 || len > 20 || (s[0] == '0' && len > 1) )
+        return -1;
+
+    for ( i = 0; i < len; i++ )
+    {
+        unsigned int d;
+
+        if ( s[i] < '0' || s[i] > '9' )
+            return -1;
+        d = s[i] - '0';
+        if ( v > (UINT64_MAX - d) / 10 )
+            return -1;
+        v = v * 10 + d;
+    }
+
+    *val = v;
+    return 0;
+}
+
+/*
+ * Read data/pvfree/<key> once.  Returns 0 and the value, 1 if the key does
+ * not exist, -1 (logged) if it is malformed.
+ */
+static int read_key(struct pvfree_req *req, const char *key, uint64_t *val)
+{
+    xc_interface *xch = req->ctx->xch;
+    char path[128];
+    char *s;
+    unsigned int len = 0;
+    int rc;
+
+    snprintf(path, sizeof(path), "%s/%s", req->dom_path, key);
+    s = xs_read(req->xsh, XBT_NULL, path, &len);
+    if ( !s )
+        return 1;
+
+    rc = parse_u64(s, len, val);
+    if ( rc )
+        WPRINTF("ignoring registration: %s is not a decimal number "
+                "(%u bytes)", key, len);
+    free(s);
+
+    return rc;
+}
+
+static bool pfn_is_ram(const struct xc_sr_context *ctx, uint64_t pfn)
+{
+    return pfn < ctx->save.p2m_size &&
+        ctx->save.ops.pfn_to_gfn(ctx, pfn) != INVALID_MFN;
+}
+
+/*
+ * Map @nr frames from @pfn.  PFNs are translated with the saver's own
+ * pfn_to_gfn(), i.e. through the P2M for a PV guest.  Every frame must map.
+ */
+static void *map_frames(struct pvfree_req *req, uint64_t pfn,
+                        unsigned int nr, int prot)
+{
+    struct xc_sr_context *ctx = req->ctx;
+    xc_interface *xch = ctx->xch;
+    xen_pfn_t gfns[PVFREE_SCRATCH_SIZE / PVFREE_FRAME_SIZE + 1];
+    int errs[PVFREE_SCRATCH_SIZE / PVFREE_FRAME_SIZE + 1];
+    unsigned int i;
+    void *p;
+
+    if ( nr == 0 || nr > ARRAY_SIZE(gfns) )
+        return NULL;
+
+    for ( i = 0; i < nr; i++ )
+    {
+        if ( !pfn_is_ram(ctx, pfn + i) )
+            return NULL;
+        gfns[i] = ctx->save.ops.pfn_to_gfn(ctx, pfn + i);
+    }
+
+    p = xenforeignmemory_map(xch->fmem, ctx->domid, prot, nr, gfns, errs);
+    if ( !p )
+        return NULL;
+
+    for ( i = 0; i < nr; i++ )
+    {
+        if ( errs[i] )
+        {
+            xenforeignmemory_unmap(xch->fmem, p, nr);
+            return NULL;
+        }
+    }
+
+    return p;
+}
+
+/* pvfree_read_fn: copy guest memory through a read-only mapping. */
+static int read_guest(void *opaque, uint64_t gpa, void *buf, size_t len)
+{
+    struct pvfree_req *req = opaque;
+    uint64_t first = gpa >> PVFREE_FRAME_SHIFT;
+    uint64_t last;
+    unsigned int nr;
+    void *p;
+
+    if ( len == 0 )
+        return 0;
+    if ( gpa + len < gpa )
+        return -1;
+
+    last = (gpa + len - 1) >> PVFREE_FRAME_SHIFT;
+    if ( last - first >= PVFREE_SCRATCH_SIZE / PVFREE_FRAME_SIZE + 1 )
+        return -1;
+    nr = last - first + 1;
+
+    p = map_frames(req, first, nr, PROT_READ);
+    if ( !p )
+        return -1;
+
+    memcpy(buf, (uint8_t *)p + (gpa & (PVFREE_FRAME_SIZE - 1)), len);
+    xenforeignmemory_unmap(req->ctx->xch->fmem, p, nr);
+
+    return 0;
+}
+
+/* pvfree_run_fn: mark a run of free frames in the free map. */
+static int mark_run(void *opaque, uint64_t pfn, uint64_t nr)
+{
+    struct pvfree_req *req = opaque;
+    struct xc_sr_context *ctx = req->ctx;
+    uint64_t end = pfn + nr;
+
+    if ( end > ctx->save.p2m_size || end < pfn )
+        end = ctx->save.p2m_size;
+
+    for ( ; pfn < end; pfn++ )
+    {
+        if ( !test_and_set_bit(pfn, ctx->save.pvfree.free_map) )
+            req->marked++;
+    }
+
+    return 0;
+}
+
+/*
+ * The guest's RAM as the reader may use it: the runs of valid P2M entries
+ * below p2m_size.  For HVM/PVH, pfn_to_gfn() is the identity and this is
+ * [0, p2m_size); holes are excluded later because only NOTAB pages are
+ * ever sent without data.
+ */
+static int build_ram_ranges(struct pvfree_req *req)
+{
+    struct xc_sr_context *ctx = req->ctx;
+    xc_interface *xch = ctx->xch;
+    size_t cap = 0;
+    xen_pfn_t pfn = 0;
+
+    while ( pfn < ctx->save.p2m_size )
+    {
+        xen_pfn_t start;
+
+        while ( pfn < ctx->save.p2m_size && !pfn_is_ram(ctx, pfn) )
+            pfn++;
+        if ( pfn == ctx->save.p2m_size )
+            break;
+
+        start = pfn;
+        while ( pfn < ctx->save.p2m_size && pfn_is_ram(ctx, pfn) )
+            pfn++;
+
+        if ( req->nr_ram == cap )
+        {
+            struct pvfree_ram_range *r;
+
+            cap = cap ? cap * 2 : 16;
+            r = realloc(req->ram, cap * sizeof(*r));
+            if ( !r )
+            {
+                ERROR("pvfree: unable to allocate %zu RAM ranges", cap);
+                return -1;
+            }
+            req->ram = r;
+        }
+        req->ram[req->nr_ram].pfn = start;
+        req->ram[req->nr_ram].nr_frames = pfn - start;
+        req->nr_ram++;
+    }
+
+    return req->nr_ram ? 0 : -1;
+}
+
+/*
+ * Wait until the header's response_id is @id, the registration ends, or the
+ * timeout expires.  Returns 0 when answered.
+ */
+static int wait_response(struct pvfree_req *req, uint64_t id,
+                         unsigned int timeout_ms, uint64_t *waited_us)
+{
+    xc_interface *xch = req->ctx->xch;
+    char path[128];
+    const char *token = "pvfree-response";
+    uint64_t start = now_us(), deadline = start + timeout_ms * UINT64_C(1000);
+    bool watching;
+    int rc = -1;
+
+    snprintf(path, sizeof(path), "%s/%s", req->dom_path, PVFREE_XS_RESPONSE);
+    watching = xs_watch(req->xsh, path, token);
+
+    for ( ; ; )
+    {
+        struct pollfd pfd = { .fd = -1, .events = POLLIN };
+        uint64_t now, frame;
+        int ms;
+
+        if ( __atomic_load_n(&req->hdr->response_id, __ATOMIC_ACQUIRE) == id )
+        {
+            rc = 0;
+            break;
+        }
+
+        if ( read_key(req, PVFREE_XS_HEADER_FRAME, &frame) ||
+             frame != req->header_pfn )
+        {
+            WPRINTF("registration ended while waiting for request %"PRIu64,
+                    id);
+            break;
+        }
+
+        now = now_us();
+        if ( now >= deadline )
+        {
+            WPRINTF("no response to request %"PRIu64" within %u ms",
+                    id, timeout_ms);
+            break;
+        }
+
+        ms = (deadline - now + 999) / 1000;
+        if ( ms > PVFREE_POLL_MS )
+            ms = PVFREE_POLL_MS;
+
+        if ( watching )
+            pfd.fd = xs_fileno(req->xsh);
+        poll(&pfd, pfd.fd >= 0 ? 1 : 0, ms);
+
+        if ( watching )
+        {
+            char **ev;
+
+            while ( (ev = xs_check_watch(req->xsh)) != NULL )
+                free(ev);
+        }
+    }
+
+    if ( watching )
+        xs_unwatch(req->xsh, path, token);
+
+    *waited_us = now_us() - start;
+
+    return rc;
+}
+
+static const char *status_name(uint32_t status)
+{
+    switch ( status )
+    {
+    case PVFREE_STATUS_NONE:        return "NONE";
+    case PVFREE_STATUS_OK:          return "OK";
+    case PVFREE_STATUS_BUSY:        return "BUSY";
+    case PVFREE_STATUS_NO_SPACE:    return "NO_SPACE";
+    case PVFREE_STATUS_UNSUPPORTED: return "UNSUPPORTED";
+    case PVFREE_STATUS_ABORTED:     return "ABORTED";
+    default:                        return "invalid";
+    }
+}
+
+/*
+ * Ask the guest for a snapshot and fill ctx->save.pvfree.free_map.  Never
+ * fails the save: on any problem the map stays unallocated.
+ */
+static void do_request(struct pvfree_req *req)
+{
+    struct xc_sr_context *ctx = req->ctx;
+    xc_interface *xch = ctx->xch;
+    struct pvfree_reader reader = { 0 };
+    struct pvfree_response *resp = NULL;
+    struct pvfree_diag diag;
+    enum pvfree_error err;
+    uint64_t version, frame, id, old_req, old_resp, waited_us = 0;
+    const char *env;
+    unsigned int timeout_ms = PVFREE_TIMEOUT_MS;
+    char path[128], buf[32], msg[160];
+    void *scratch = NULL;
+    struct {
+        uint32_t magic;
+        uint16_t version;
+        uint16_t header_size;
+    } ident;
+
+    env = getenv("XG_PVFREE_TIMEOUT_MS");
+    if ( env && *env )
+        timeout_ms = strtoul(env, NULL, 0);
+
+    req->xsh = xs_open(0);
+    if ( !req->xsh )
+    {
+        WPRINTF("unable to open xenstore: %s", strerror(errno));
+        return;
+    }
+
+    req->dom_path = xs_get_domain_path(req->xsh, ctx->domid);
+    if ( !req->dom_path )
+    {
+        WPRINTF("unable to get the xenstore path of domain %u", ctx->domid);
+        return;
+    }
+
+    if ( read_key(req, PVFREE_XS_VERSION, &version) ||
+         read_key(req, PVFREE_XS_HEADER_FRAME, &frame) )
+    {
+        IPRINTF("pvfree: no pvfree registration, sending all pages");
+        return;
+    }
+
+    if ( version != PVFREE_VERSION )
+    {
+        WPRINTF("ignoring registration: version %"PRIu64" (supported: %u)",
+                version, PVFREE_VERSION);
+        return;
+    }
+
+    if ( !pfn_is_ram(ctx, frame) )
+    {
+        WPRINTF("ignoring registration: header-frame %#"PRIx64
+                " is not guest RAM (p2m size %#lx)",
+                frame, ctx->save.p2m_size);
+        return;
+    }
+    req->header_pfn = frame;
+
+    req->hdr = map_frames(req, frame, 1, PROT_READ | PROT_WRITE);
+    if ( !req->hdr )
+    {
+        WPRINTF("ignoring registration: unable to map header-frame %#"PRIx64,
+                frame);
+        return;
+    }
+
+    /* Copy the identification once, then check the copy. */
+    memcpy(&ident, req->hdr, sizeof(ident));
+    if ( ident.magic != PVFREE_MAGIC || ident.version != PVFREE_VERSION ||
+         ident.header_size != PVFREE_HEADER_SIZE )
+    {
+        WPRINTF("ignoring registration: bad header at pfn %#"PRIx64
+                " (magic %#x, version %u, size %u)", frame,
+                ident.magic, ident.version, ident.header_size);
+        return;
+    }
+
+    /* Above every id a previous toolstack or the guest left in the header. */
+    old_req = __atomic_load_n(&req->hdr->request_id, __ATOMIC_RELAXED);
+    old_resp = __atomic_load_n(&req->hdr->response_id, __ATOMIC_RELAXED);
+    id = (old_req > old_resp ? old_req : old_resp) + 1;
+    if ( id > PVFREE_MAX_REQUEST_ID )
+    {
+        WPRINTF("ignoring registration: request ids exhausted (%#"PRIx64")",
+                id - 1);
+        return;
+    }
+
+    if ( build_ram_ranges(req) )
+        return;
+
+    ctx->save.pvfree.free_map = bitmap_alloc(ctx->save.p2m_size);
+    scratch = malloc(PVFREE_SCRATCH_SIZE);
+    resp = malloc(sizeof(*resp));
+    if ( !ctx->save.pvfree.free_map || !scratch || !resp )
+    {
+        ERROR("pvfree: unable to allocate the free map");
+        goto fail;
+    }
+
+    /* Log-dirty is on: publish the request. */
+    req->hdr->host_features = PVFREE_HF_ZERO_FILL;
+    __atomic_store_n(&req->hdr->request_id, id, __ATOMIC_RELEASE);
+    xen_mb();
+
+    snprintf(path, sizeof(path), "%s/%s", req->dom_path, PVFREE_XS_REQUEST);
+    snprintf(buf, sizeof(buf), "%"PRIu64, id);
+    if ( !xs_write(req->xsh, XBT_NULL, path, buf, strlen(buf)) )
+    {
+        WPRINTF("unable to write %s: %s", PVFREE_XS_REQUEST, strerror(errno));
+        goto fail;
+    }
+
+    if ( wait_response(req, id, timeout_ms, &waited_us) )
+        goto fail;
+
+    reader.read = read_guest;
+    reader.opaque = req;
+    reader.ram = req->ram;
+    reader.nr_ram = req->nr_ram;
+    reader.scratch = scratch;
+    reader.scratch_size = PVFREE_SCRATCH_SIZE;
+    reader.host_features = PVFREE_HF_ZERO_FILL;
+
+    err = pvfree_read_response(&reader, (uint64_t)frame << PVFREE_FRAME_SHIFT,
+                               id, resp, &diag);
+    if ( err == PVFREE_OK )
+        err = pvfree_for_each_free_run(&reader, resp, mark_run, req, &diag);
+
+    if ( err != PVFREE_OK )
+    {
+        /* Anything invalid: skip nothing for this response. */
+        pvfree_diag_format(&diag, msg, sizeof(msg));
+        WPRINTF("rejected response %"PRIu64" (status %s): %s: %s", id,
+                status_name(resp->status), pvfree_error_name(err), msg);
+        goto fail;
+    }
+
+    IPRINTF("pvfree: guest answered request %"PRIu64" in %"PRIu64" ms: "
+            "status %s, %lu of %lu pfns free (guest claims %"PRIu64
+            " free, snapshot %"PRIu64" us, max lock hold %u us)",
+            id, waited_us / 1000, status_name(resp->status), req->marked,
+            ctx->save.p2m_size, resp->free_frames, resp->snapshot_us,
+            resp->max_lock_hold_us);
+    goto out;
+
+ fail:
+    free(ctx->save.pvfree.free_map);
+    ctx->save.pvfree.free_map = NULL;
+    IPRINTF("pvfree: waited %"PRIu64" ms, not skipping any page",
+            waited_us / 1000);
+ out:
+    free(resp);
+    free(scratch);
+}
+
+void pvfree_save_request(struct xc_sr_context *ctx)
+{
+    xc_interface *xch = ctx->xch;
+    struct pvfree_req req = { .ctx = ctx };
+    const char *env = getenv("XG_PVFREE");
+
+    if ( env && !strcmp(env, "off") )
+    {
+        DPRINTF("pvfree: disabled by XG_PVFREE=off");
+        return;
+    }
+
+    if ( ctx->stream_type != XC_STREAM_PLAIN || !ctx->save.live )
+        return;
+
+    do_request(&req);
+
+    if ( req.hdr )
+        xenforeignmemory_unmap(xch->fmem, req.hdr, 1);
+    free(req.ram);
+    free(req.dom_path);
+    xs_close(req.xsh);
+}
+
+void pvfree_save_pass_done(struct xc_sr_context *ctx)
+{
+    xc_interface *xch = ctx->xch;
+
+    if ( !ctx->save.pvfree.free_map )
+        return;
+
+    IPRINTF("pvfree: first pass sent %lu free pfns without data "
+            "(%lu MiB not sent)", ctx->save.pvfree.skipped,
+            ctx->save.pvfree.skipped >> (20 - XC_PAGE_SHIFT));
+
+    free(ctx->save.pvfree.free_map);
+    ctx->save.pvfree.free_map = NULL;
+}
+
+/*
+ * Local variables:
+ * mode: C
+ * c-file-style: "BSD"
+ * c-basic-offset: 4
+ * tab-width: 4
+ * indent-tabs-mode: nil
+ * End:
+ */
