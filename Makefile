@@ -50,9 +50,9 @@ guest-check: deps
 kvm-test: deps qemu
 	tests/kvm/run-tests
 
-# Xen end to end (tests/xen/README.md; not part of `make test`): a PV domU
-# with the pvfree module migrated by `xl migrate` inside Xen 4.17 under
-# QEMU TCG.  XEN_TEST_ARGS, e.g. --cases idle:post-workload.
+# Xen end to end (tests/xen/README.md; suite "xen" of `make test`): a PV
+# domU with the pvfree module migrated by `xl migrate` inside Xen 4.17
+# under QEMU TCG.  XEN_TEST_ARGS, e.g. --cases idle:post-workload.
 xen-test: deps qemu
 	scripts/setup-deps.sh xen
 	QEMU=$$(hv-kvm/build-qemu.sh) tests/xen/run-migrate $(XEN_TEST_ARGS)
