@@ -29,8 +29,9 @@ struct pvfree;
  *	the header and the storage (it no longer reads or writes them), or
  *	a negative errno if it may still use them; the core then never
  *	frees them.  May sleep.
- * @notify: doorbell: a response has been published.  Called from the
- *	request work (process context), only while attached.
+ * @notify: doorbell: the response to request @response_id has been
+ *	published (its response_id is already stored in the header).  Called
+ *	from the request work (process context), only while attached.
  * @keep_header: the binding forbids returning the header frame to the
  *	allocator once published (xenstore): the core leaks it on destroy.
  *
@@ -41,7 +42,7 @@ struct pvfree_transport {
 	const char *name;
 	int (*attach)(struct pvfree *pv, phys_addr_t header);
 	int (*detach)(struct pvfree *pv);
-	void (*notify)(struct pvfree *pv);
+	void (*notify)(struct pvfree *pv, u64 response_id);
 	bool keep_header;
 };
 

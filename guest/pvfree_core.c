@@ -964,7 +964,7 @@ static bool pvfree_answer(struct pvfree *pv, u64 id, ktime_t t0)
 
 	mutex_lock(&pv->reg_lock);
 	if (pv->registered)
-		pv->transport->notify(pv);
+		pv->transport->notify(pv, id);
 	mutex_unlock(&pv->reg_lock);
 
 	pvfree_account(pv, id, status, content, free_frames, snapshot_us,
