@@ -70,6 +70,9 @@
  */
 #define PVFREE_BATCH		256
 
+/* Response statuses, PVFREE_STATUS_NONE included: they index counters. */
+#define PVFREE_NR_STATUS	(PVFREE_STATUS_ABORTED + 1)
+
 /**
  * struct pvfree_storage - the bitmap and its description to the host
  * @bitmap: the bitmap, vmap()ed, little-endian bit order (bit i is bit
@@ -111,11 +114,7 @@ struct pvfree_stats {
 	u64 entries;
 	u64 pcp_frames;
 	u64 out_of_range;
-	u64 ok;
-	u64 busy;
-	u64 no_space;
-	u64 unsupported;
-	u64 aborted;
+	u64 status[PVFREE_NR_STATUS];	/* responses, by PVFREE_STATUS_* */
 	u64 base_pfn;
 	u64 nr_frames;
 	u64 storage_bytes;
@@ -867,23 +866,8 @@ static void pvfree_account(struct pvfree *pv, u64 id, u32 status,
 	s->entries = w->entries;
 	s->pcp_frames = pvfree_pfn_to_frame(w->pcp_pages);
 	s->out_of_range = w->out_of_range;
-	switch (status) {
-	case PVFREE_STATUS_OK:
-		s->ok++;
-		break;
-	case PVFREE_STATUS_BUSY:
-		s->busy++;
-		break;
-	case PVFREE_STATUS_NO_SPACE:
-		s->no_space++;
-		break;
-	case PVFREE_STATUS_UNSUPPORTED:
-		s->unsupported++;
-		break;
-	case PVFREE_STATUS_ABORTED:
-		s->aborted++;
-		break;
-	}
+	if (status < ARRAY_SIZE(s->status))
+		s->status[status]++;
 	spin_unlock(&pv->stats_lock);
 }
 
@@ -1027,10 +1011,20 @@ void pvfree_request(struct pvfree *pv)
 		queue_work(system_unbound_wq, &pv->work);
 }
 
+/* debugfs names of the status counters ("status_<name>"). */
+static const char * const pvfree_status_names[PVFREE_NR_STATUS] = {
+	[PVFREE_STATUS_OK] = "ok",
+	[PVFREE_STATUS_BUSY] = "busy",
+	[PVFREE_STATUS_NO_SPACE] = "no_space",
+	[PVFREE_STATUS_UNSUPPORTED] = "unsupported",
+	[PVFREE_STATUS_ABORTED] = "aborted",
+};
+
 static int pvfree_stats_show(struct seq_file *m, void *v)
 {
 	struct pvfree *pv = m->private;
 	struct pvfree_stats s;
+	u32 status;
 
 	spin_lock(&pv->stats_lock);
 	s = pv->stats;
@@ -1050,11 +1044,10 @@ static int pvfree_stats_show(struct seq_file *m, void *v)
 	seq_printf(m, "entries: %llu\n", s.entries);
 	seq_printf(m, "pcp_frames: %llu\n", s.pcp_frames);
 	seq_printf(m, "out_of_range: %llu\n", s.out_of_range);
-	seq_printf(m, "status_ok: %llu\n", s.ok);
-	seq_printf(m, "status_busy: %llu\n", s.busy);
-	seq_printf(m, "status_no_space: %llu\n", s.no_space);
-	seq_printf(m, "status_unsupported: %llu\n", s.unsupported);
-	seq_printf(m, "status_aborted: %llu\n", s.aborted);
+	/* NONE is never a response. */
+	for (status = PVFREE_STATUS_OK; status < PVFREE_NR_STATUS; status++)
+		seq_printf(m, "status_%s: %llu\n", pvfree_status_names[status],
+			   s.status[status]);
 	seq_printf(m, "base_pfn: %llu\n", s.base_pfn);
 	seq_printf(m, "nr_frames: %llu\n", s.nr_frames);
 	seq_printf(m, "storage_bytes: %llu\n", s.storage_bytes);
