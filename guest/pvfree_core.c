@@ -153,12 +153,23 @@ struct pvfree {
 	struct dentry *debugfs;
 };
 
-/* State of one free-list walk. */
+/**
+ * struct pvfree_walk - one walk of the free lists: inputs, then results
+ * @bitmap: gets the bits of the free frames set; bit 0 is @start_pfn
+ * @start_pfn: first guest page @bitmap covers
+ * @end_pfn: first guest page beyond the range @bitmap covers
+ * @stop: the walk ends early once this reads true (READ_ONCE)
+ * @batches: lock holds
+ * @entries: free-list entries visited
+ * @pcp_pages: pages found on per-CPU lists
+ * @out_of_range: free blocks not within [@start_pfn, @end_pfn)
+ * @max_hold_ns: longest lock hold
+ */
 struct pvfree_walk {
-	struct pvfree *pv;
 	u8 *bitmap;
 	unsigned long start_pfn;
 	unsigned long end_pfn;
+	const bool *stop;
 	u64 batches;
 	u64 entries;
 	u64 pcp_pages;
@@ -660,7 +671,7 @@ static long pvfree_walk_locked_list(struct pvfree_walk *w,
 		spin_unlock_irqrestore(l->lock, flags);
 		pvfree_walk_pause();
 		cond_resched();
-		if (READ_ONCE(w->pv->stopping))
+		if (READ_ONCE(*w->stop))
 			return -EINTR;
 		spin_lock_irqsave(l->lock, flags);
 		t0 = ktime_get_ns();
@@ -686,6 +697,10 @@ static int pvfree_walk_list(struct pvfree_walk *w, struct zone *zone,
 	return ret < 0 ? ret : 0;
 }
 
+/*
+ * Mark the pages of every free_area[] list.  Returns -EINTR if *w->stop
+ * became true.
+ */
 static int pvfree_walk_zones(struct pvfree_walk *w)
 {
 	unsigned int order, mt;
@@ -703,7 +718,7 @@ static int pvfree_walk_zones(struct pvfree_walk *w)
 			for (order = 0; order < ARRAY_SIZE(zone->free_area);
 			     order++) {
 				for (mt = 0; mt < MIGRATE_TYPES; mt++) {
-					if (READ_ONCE(w->pv->stopping))
+					if (READ_ONCE(*w->stop))
 						return -EINTR;
 					ret = pvfree_walk_list(w, zone, order,
 							       mt);
@@ -794,15 +809,15 @@ static int pvfree_walk_zone_pcp(struct pvfree_walk *w, struct zone *zone)
 	return 0;
 }
 
+/*
+ * Mark the pages of every per-CPU list.  The caller keeps memory offlining
+ * from freeing the pagesets meanwhile.  Returns -EINTR if *w->stop became
+ * true.
+ */
 static int pvfree_walk_pcp(struct pvfree_walk *w)
 {
-	struct pvfree *pv = w->pv;
 	int nid, z, ret = 0;
 
-	mutex_lock(&pv->pcp_mutex);
-	/* An offline in progress: skip, a lost optimisation only. */
-	if (pv->offlining)
-		goto out;
 	for_each_online_node(nid) {
 		pg_data_t *pgdat = NODE_DATA(nid);
 
@@ -813,7 +828,18 @@ static int pvfree_walk_pcp(struct pvfree_walk *w)
 				ret = pvfree_walk_zone_pcp(w, zone);
 		}
 	}
-out:
+	return ret;
+}
+
+static int pvfree_walk_pcp_unless_offlining(struct pvfree *pv,
+					    struct pvfree_walk *w)
+{
+	int ret = 0;
+
+	mutex_lock(&pv->pcp_mutex);
+	/* An offline in progress: skip, a lost optimisation only. */
+	if (!pv->offlining)
+		ret = pvfree_walk_pcp(w);
 	mutex_unlock(&pv->pcp_mutex);
 	return ret;
 }
@@ -840,8 +866,9 @@ static u32 pvfree_snapshot(struct pvfree *pv, struct pvfree_storage *st,
 	w->bitmap = st->bitmap;
 	w->start_pfn = st->start_pfn;
 	w->end_pfn = st->end_pfn;
+	w->stop = &pv->stopping;
 	memset(st->bitmap, 0, used);
-	if (pvfree_walk_zones(w) || pvfree_walk_pcp(w))
+	if (pvfree_walk_zones(w) || pvfree_walk_pcp_unless_offlining(pv, w))
 		return PVFREE_STATUS_ABORTED;
 	*free_frames = pvfree_weight(st->bitmap, used);
 	return PVFREE_STATUS_OK;
@@ -880,7 +907,7 @@ static bool pvfree_answer(struct pvfree *pv, u64 id, ktime_t t0)
 {
 	struct pvfree_storage *st = pv->storage;
 	struct pvfree_header *hdr = pv->hdr;
-	struct pvfree_walk w = { .pv = pv };
+	struct pvfree_walk w = { };
 	unsigned long start, end;
 	u64 hf, needs, free_frames = 0, snapshot_us, hold_us;
 	u8 content, poison;
