@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * pvfree guest driver: interface between the transport-independent core
- * (pvfree_core.c) and the transports that connect it to a hypervisor
+ * (pvfree_main.c, pvfree_storage.c, pvfree_walk.c; private interface
+ * pvfree_internal.h) and the transports that connect it to a hypervisor
  * (pvfree_pci.c: the pvfree-pci device; pvfree_xen.c: xenstore, on Xen).
  *
  * The core owns the shared header frame, the free-page bitmap storage and
@@ -55,7 +56,7 @@ void pvfree_request(struct pvfree *pv);
 void pvfree_stop(struct pvfree *pv);
 void pvfree_destroy(struct pvfree *pv);
 
-/* Transports, registered by the module init of pvfree_core.c. */
+/* Transports, registered by the module init of pvfree_main.c. */
 #ifdef CONFIG_PCI
 int pvfree_pci_init(void);
 void pvfree_pci_exit(void);
