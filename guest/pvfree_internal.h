@@ -167,6 +167,7 @@ void pvfree_storage_exit(struct pvfree *pv);
 void pvfree_grow_later(struct pvfree *pv);
 
 /* pvfree_walk.c */
+struct zone *pvfree_next_populated_zone(struct zone *zone);
 int pvfree_walk_free_areas(struct pvfree_walk *w);
 int pvfree_walk_pcp_lists(struct pvfree_walk *w);
 

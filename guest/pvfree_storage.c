@@ -60,22 +60,15 @@ MODULE_PARM_DESC(fail_storage, "self-test: storage allocations fail");
  */
 bool pvfree_ram_span(unsigned long *start, unsigned long *end)
 {
-	int nid, z;
+	struct zone *zone;
 
 	*start = ULONG_MAX;
 	*end = 0;
-	for_each_online_node(nid) {
-		pg_data_t *pgdat = NODE_DATA(nid);
-
-		for (z = 0; z < MAX_NR_ZONES; z++) {
-			struct zone *zone = &pgdat->node_zones[z];
-
-			if (!populated_zone(zone))
-				continue;
-			/* Hot-plug may resize it; the walk checks bounds. */
-			*start = min(*start, data_race(zone->zone_start_pfn));
-			*end = max(*end, zone_end_pfn(zone));
-		}
+	for (zone = pvfree_next_populated_zone(NULL); zone;
+	     zone = pvfree_next_populated_zone(zone)) {
+		/* Hot-plug may resize it; the walk checks bounds. */
+		*start = min(*start, data_race(zone->zone_start_pfn));
+		*end = max(*end, zone_end_pfn(zone));
 	}
 	return *end > *start;
 }

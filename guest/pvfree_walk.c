@@ -45,6 +45,29 @@ MODULE_PARM_DESC(walk_delay_us, "self-test: sleep between batches");
 #define walk_delay_us		0
 #endif
 
+/**
+ * pvfree_next_populated_zone - the populated zone after @zone
+ * @zone: the zone before, or NULL for the first
+ *
+ * The populated zones of the online nodes, node by node, as
+ * for_each_populated_zone() goes, which modules cannot use: next_zone()
+ * is not exported.  Returns NULL after the last.
+ */
+struct zone *pvfree_next_populated_zone(struct zone *zone)
+{
+	int nid = zone ? zone_to_nid(zone) : first_online_node;
+	int z = zone ? zone_idx(zone) + 1 : 0;
+
+	for (; nid < MAX_NUMNODES; nid = next_online_node(nid), z = 0) {
+		pg_data_t *pgdat = NODE_DATA(nid);
+
+		for (; z < MAX_NR_ZONES; z++)
+			if (populated_zone(&pgdat->node_zones[z]))
+				return &pgdat->node_zones[z];
+	}
+	return NULL;
+}
+
 /*
  * Byte-wise bitmap helpers: the wire format is little-endian bit order on
  * every architecture, which byte operations give for free.
@@ -222,27 +245,19 @@ static int pvfree_walk_list(struct pvfree_walk *w, struct zone *zone,
 int pvfree_walk_free_areas(struct pvfree_walk *w)
 {
 	unsigned int order, mt;
-	int nid, z, ret;
+	struct zone *zone;
+	int ret;
 
-	for_each_online_node(nid) {
-		pg_data_t *pgdat = NODE_DATA(nid);
-
-		for (z = 0; z < MAX_NR_ZONES; z++) {
-			struct zone *zone = &pgdat->node_zones[z];
-
-			if (!populated_zone(zone))
-				continue;
-			/* MAX_ORDER (6.1) or NR_PAGE_ORDERS (6.12) entries. */
-			for (order = 0; order < ARRAY_SIZE(zone->free_area);
-			     order++) {
-				for (mt = 0; mt < MIGRATE_TYPES; mt++) {
-					if (READ_ONCE(*w->stop))
-						return -EINTR;
-					ret = pvfree_walk_list(w, zone, order,
-							       mt);
-					if (ret)
-						return ret;
-				}
+	for (zone = pvfree_next_populated_zone(NULL); zone;
+	     zone = pvfree_next_populated_zone(zone)) {
+		/* MAX_ORDER (6.1) or NR_PAGE_ORDERS (6.12) entries. */
+		for (order = 0; order < ARRAY_SIZE(zone->free_area); order++) {
+			for (mt = 0; mt < MIGRATE_TYPES; mt++) {
+				if (READ_ONCE(*w->stop))
+					return -EINTR;
+				ret = pvfree_walk_list(w, zone, order, mt);
+				if (ret)
+					return ret;
 			}
 		}
 	}
@@ -334,17 +349,14 @@ static int pvfree_walk_zone_pcp(struct pvfree_walk *w, struct zone *zone)
  */
 int pvfree_walk_pcp_lists(struct pvfree_walk *w)
 {
-	int nid, z, ret = 0;
+	struct zone *zone;
+	int ret;
 
-	for_each_online_node(nid) {
-		pg_data_t *pgdat = NODE_DATA(nid);
-
-		for (z = 0; z < MAX_NR_ZONES && !ret; z++) {
-			struct zone *zone = &pgdat->node_zones[z];
-
-			if (populated_zone(zone))
-				ret = pvfree_walk_zone_pcp(w, zone);
-		}
+	for (zone = pvfree_next_populated_zone(NULL); zone;
+	     zone = pvfree_next_populated_zone(zone)) {
+		ret = pvfree_walk_zone_pcp(w, zone);
+		if (ret)
+			return ret;
 	}
-	return ret;
+	return 0;
 }
