@@ -18,8 +18,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 dst=$ksrc/drivers/virt/pvfree
 
 mkdir -p "$dst"
-for f in pvfree_core.c pvfree_pci.c pvfree_xen.c pvfree_selftest.c pvfree.h \
-	 Kconfig Kbuild; do
+for f in pvfree_main.c pvfree_storage.c pvfree_walk.c pvfree_internal.h \
+	 pvfree_pci.c pvfree_xen.c pvfree_selftest.c pvfree.h Kconfig Kbuild; do
 	cmp -s "$here/$f" "$dst/$f" || cp "$here/$f" "$dst/$f"
 done
 cmp -s "$here/../include/pvfree/abi.h" "$dst/abi.h" ||

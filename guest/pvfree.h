@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * pvfree guest driver: interface between the transport-independent core
- * (pvfree_core.c) and the transports that connect it to a hypervisor
+ * (pvfree_main.c, pvfree_storage.c, pvfree_walk.c; private interface
+ * pvfree_internal.h) and the transports that connect it to a hypervisor
  * (pvfree_pci.c: the pvfree-pci device; pvfree_xen.c: xenstore, on Xen).
  *
  * The core owns the shared header frame, the free-page bitmap storage and
@@ -29,8 +30,9 @@ struct pvfree;
  *	the header and the storage (it no longer reads or writes them), or
  *	a negative errno if it may still use them; the core then never
  *	frees them.  May sleep.
- * @notify: doorbell: a response has been published.  Called from the
- *	request work (process context), only while attached.
+ * @notify: doorbell: the response to request @response_id has been
+ *	published (its response_id is already stored in the header).  Called
+ *	from the request work (process context), only while attached.
  * @keep_header: the binding forbids returning the header frame to the
  *	allocator once published (xenstore): the core leaks it on destroy.
  *
@@ -41,7 +43,7 @@ struct pvfree_transport {
 	const char *name;
 	int (*attach)(struct pvfree *pv, phys_addr_t header);
 	int (*detach)(struct pvfree *pv);
-	void (*notify)(struct pvfree *pv);
+	void (*notify)(struct pvfree *pv, u64 response_id);
 	bool keep_header;
 };
 
@@ -54,7 +56,7 @@ void pvfree_request(struct pvfree *pv);
 void pvfree_stop(struct pvfree *pv);
 void pvfree_destroy(struct pvfree *pv);
 
-/* Transports, registered by the module init of pvfree_core.c. */
+/* Transports, registered by the module init of pvfree_main.c. */
 #ifdef CONFIG_PCI
 int pvfree_pci_init(void);
 void pvfree_pci_exit(void);

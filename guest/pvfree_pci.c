@@ -76,7 +76,7 @@ static int pvfree_pci_detach(struct pvfree *pv)
 	return 0;
 }
 
-static void pvfree_pci_notify(struct pvfree *pv)
+static void pvfree_pci_notify(struct pvfree *pv, u64 response_id)
 {
 	struct pvfree_pci *pp = pvfree_priv(pv);
 

@@ -64,7 +64,7 @@ static int pvfree_st_detach(struct pvfree *pv)
 	return 0;
 }
 
-static void pvfree_st_notify(struct pvfree *pv)
+static void pvfree_st_notify(struct pvfree *pv, u64 response_id)
 {
 	struct pvfree_selftest *st = pvfree_priv(pv);
 

@@ -19,7 +19,6 @@
  * Copyright (c) 2026 The pvfree authors
  */
 
-#include <linux/io.h>
 #include <linux/kernel.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
@@ -42,7 +41,6 @@
  * @pdev: platform device, for messages
  * @pv: the core instance, or NULL if not started
  * @lock: serialises publishing and removing the keys and the watch
- * @hdr: the header (the core's page), read for the response id
  * @frame: the header's frame number, as published
  * @attached: the keys are published (under @lock)
  * @watching: @watch is registered (under @lock)
@@ -56,7 +54,6 @@ struct pvfree_xen {
 	struct platform_device *pdev;
 	struct pvfree *pv;
 	struct mutex lock;		/* keys, watch, @attached */
-	const struct pvfree_header *hdr;
 	u64 frame;
 	bool attached;
 	bool watching;
@@ -105,7 +102,6 @@ static int pvfree_xen_attach(struct pvfree *pv, phys_addr_t header)
 	int ret;
 
 	mutex_lock(&px->lock);
-	px->hdr = phys_to_virt(header);
 	/* The guest's own frame number, never an MFN (PV included). */
 	px->frame = (u64)header >> PVFREE_FRAME_SHIFT;
 	ret = pvfree_xen_publish(px);
@@ -155,15 +151,14 @@ static int pvfree_xen_detach(struct pvfree *pv)
 	return 0;
 }
 
-static void pvfree_xen_notify(struct pvfree *pv)
+static void pvfree_xen_notify(struct pvfree *pv, u64 response_id)
 {
 	struct pvfree_xen *px = pvfree_priv(pv);
-	u64 id;
 	int ret;
 
-	/* After the core's release store of response_id. */
-	id = le64_to_cpu(READ_ONCE(px->hdr->response_id));
-	ret = xenbus_printf(XBT_NIL, PVFREE_XS_RESPONSE, "", "%llu", id);
+	/* The core release-stored response_id in the header before. */
+	ret = xenbus_printf(XBT_NIL, PVFREE_XS_RESPONSE, "", "%llu",
+			    response_id);
 	if (ret)
 		dev_warn_ratelimited(&px->pdev->dev,
 				     "cannot write %s (%d)\n",
