@@ -40,3 +40,21 @@ def scratch():
     """Where logs go ($PVFREE_SCRATCH), read at call time so that a program
     can pick its own default before it starts anything."""
     return os.environ.get("PVFREE_SCRATCH", "/tmp/pvfree-tests")
+
+
+def select(todo, only, listing):
+    """The tests of TODO (things with .name and .describe()) that --only
+    ONLY names (all if None); with LISTING (--list) print them instead and
+    return []."""
+    if listing:
+        for t in todo:
+            print(f"{t.name:<20} {t.describe()}")
+        return []
+    if not only:
+        return todo
+    names = only.split(",")
+    unknown = set(names) - {t.name for t in todo}
+    if unknown:
+        err(f"unknown test(s): {', '.join(sorted(unknown))}")
+        sys.exit(2)
+    return [t for t in todo if t.name in names]

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-from . import log, results, scenario, scratch
+from . import log, results, scenario, scratch, select
 from . import qemu as h
 from .scenario import Scenario
 
@@ -121,19 +121,9 @@ def main():
                     help="run each scenario N times (flakiness hunting)")
     a = ap.parse_args()
 
-    todo = scenarios(a.mem)
+    todo = select(scenarios(a.mem), a.only, a.list)
     if a.list:
-        for s in todo:
-            print(f"{s.name:<20} {s.describe()}")
         return 0
-    if a.only:
-        names = a.only.split(",")
-        unknown = set(names) - {s.name for s in todo}
-        if unknown:
-            print(f"unknown scenario(s): {', '.join(sorted(unknown))}",
-                  file=sys.stderr)
-            return 2
-        todo = [s for s in todo if s.name in names]
 
     if a.repeat > 1:
         todo = [s for s in todo for _ in range(a.repeat)]

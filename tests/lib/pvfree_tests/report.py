@@ -235,27 +235,29 @@ def targets(rows, grows):
     def m(key, sysid, field, scale=1.0):
         return med(stat(okg.get(key, {}).get(sysid, []), field, scale))
 
+    def ratio(target, where, a, b, limit, at_least=False, prec=2, shown=None):
+        """A line for target A / B <= LIMIT (>= with AT_LEAST)."""
+        if a and b:
+            ok = a >= limit * b if at_least else a <= limit * b
+            lines.append(f"| {target} | {where} | {a / b:.{prec}f} × "
+                         f"| {shown or f'{limit:g} ×'} | {verdict(ok)} |")
+
     for (scen, link, mem) in order:
         idle = ("idle", link, mem)
         key = (scen, link, mem)
         where = f"{mem_label(mem)}, {link}"
         if scen == "post-workload":
-            ct, it = m(key, "pvfree", "bytes"), m(idle, "pvfree", "bytes")
-            if ct and it:
-                lines.append(f"| post-workload bytes ≤ 1.1 × idle (C) | {where} "
-                             f"| {ct / it:.2f} × | 1.1 × | {verdict(ct <= 1.1 * it)} |")
-            ct, it = m(key, "pvfree", "total_ms"), m(idle, "pvfree", "total_ms")
-            if ct and it:
-                lines.append(f"| post-workload time ≤ 1.25 × idle (C) | {where} "
-                             f"| {ct / it:.2f} × | 1.25 × | {verdict(ct <= 1.25 * it)} |")
-            bt, ct = m(key, "balloon", "bytes"), m(key, "pvfree", "bytes")
-            if bt and ct:
-                lines.append(f"| post-workload bytes B / C ≥ 4 | {where} "
-                             f"| {bt / ct:.1f} × | 4 × | {verdict(bt >= 4 * ct)} |")
-            bt, ct = m(key, "balloon", "total_ms"), m(key, "pvfree", "total_ms")
-            if bt and ct:
-                lines.append(f"| post-workload time B / C ≥ 2 | {where} "
-                             f"| {bt / ct:.1f} × | 2 × | {verdict(bt >= 2 * ct)} |")
+            ratio("post-workload bytes ≤ 1.1 × idle (C)", where,
+                  m(key, "pvfree", "bytes"), m(idle, "pvfree", "bytes"), 1.1)
+            ratio("post-workload time ≤ 1.25 × idle (C)", where,
+                  m(key, "pvfree", "total_ms"), m(idle, "pvfree", "total_ms"),
+                  1.25)
+            ratio("post-workload bytes B / C ≥ 4", where,
+                  m(key, "balloon", "bytes"), m(key, "pvfree", "bytes"), 4,
+                  at_least=True, prec=1)
+            ratio("post-workload time B / C ≥ 2", where,
+                  m(key, "balloon", "total_ms"), m(key, "pvfree", "total_ms"),
+                  2, at_least=True, prec=1)
             free = m(key, "pvfree", "memfree_mib")
             for field, what in (("dst_ram_rss_mib", "guest-RAM RSS"),
                                 ("dst_rss_mib", "process RSS")):
@@ -267,18 +269,13 @@ def targets(rows, grows):
                                  f"MiB = {rss / inuse:.2f} × | 1.2 × "
                                  f"| {verdict(rss <= 1.2 * inuse)} |")
         if scen == "fragmented":
-            ct, it = m(key, "pvfree", "bytes"), m(idle, "pvfree", "bytes")
-            kept = m(key, "pvfree", "kept_mib")
-            if ct and it and kept:
-                lim = it + kept * MIB
-                lines.append(f"| fragmented bytes ≤ 1.1 × (idle + kept) (C) "
-                             f"| {where} | {ct / lim:.2f} × | 1.1 × "
-                             f"| {verdict(ct <= 1.1 * lim)} |")
-            bt, ct = m(key, "balloon", "bytes"), m(key, "pvfree", "bytes")
-            if bt and ct:
-                lines.append(f"| fragmented bytes B / C (\"several times\") "
-                             f"| {where} | {bt / ct:.1f} × | ≥ 3 × "
-                             f"| {verdict(bt >= 3 * ct)} |")
+            it, kept = m(idle, "pvfree", "bytes"), m(key, "pvfree", "kept_mib")
+            ratio("fragmented bytes ≤ 1.1 × (idle + kept) (C)", where,
+                  m(key, "pvfree", "bytes"),
+                  it + kept * MIB if it and kept else None, 1.1)
+            ratio("fragmented bytes B / C (\"several times\")", where,
+                  m(key, "balloon", "bytes"), m(key, "pvfree", "bytes"), 3,
+                  at_least=True, prec=1, shown="≥ 3 ×")
     # guest snapshot: migrations and self-test
     for (scen, link, mem) in order:
         key = (scen, link, mem)
@@ -467,20 +464,16 @@ def plots(out, rows, grows):
                            []).append(r)
     if by or mig:
         with open(os.path.join(out, "snapshot.dat"), "w") as f:
-            for cond in ("contiguous", "order-0"):
-                f.write(f"# self-test {cond}: GiB snap_ms min max "
-                        f"hold_us min max\n")
-                for size in sorted({k[0] for k in by if k[1] == cond}):
-                    s = stat(by[(size, cond)], "snapshot_us", 1e-3)
-                    hd = stat(by[(size, cond)], "lock_hold_us")
-                    f.write(f"{size} {s[0]} {s[1]} {s[2]} {hd[0]} {hd[1]} "
-                            f"{hd[2]}\n")
-                f.write("\n\n")
-            for scen in ("idle", "post-workload", "fragmented"):
-                f.write(f"# migration C {scen}\n")
-                for size in sorted({k[0] for k in mig if k[1] == scen}):
-                    s = stat(mig[(size, scen)], "snapshot_us", 1e-3)
-                    hd = stat(mig[(size, scen)], "lock_hold_us")
+            # gnuplot indexes 0-1: self-test, 2-4: migrations
+            for title, sel, what in [
+                    (f"self-test {c}: GiB snap_ms min max hold_us min max",
+                     by, c) for c in ("contiguous", "order-0")] + [
+                    (f"migration C {sc}", mig, sc)
+                    for sc in ("idle", "post-workload", "fragmented")]:
+                f.write(f"# {title}\n")
+                for size in sorted({k[0] for k in sel if k[1] == what}):
+                    s = stat(sel[(size, what)], "snapshot_us", 1e-3)
+                    hd = stat(sel[(size, what)], "lock_hold_us")
                     f.write(f"{size} {s[0]} {s[1]} {s[2]} {hd[0]} {hd[1]} "
                             f"{hd[2]}\n")
                 f.write("\n\n")

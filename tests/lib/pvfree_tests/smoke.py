@@ -28,7 +28,7 @@ import re
 import sys
 import time
 
-from . import TestFailure, checks, image, log, results, scratch
+from . import TestFailure, checks, image, log, results, scratch, select
 from . import qemu as h
 from .scenario import BOOT_TIMEOUT
 
@@ -267,14 +267,9 @@ def run_guest_smoke(sm, qemu, has_device):
 def guest_main(a):
     qemu = h.qemu_binary()
     has_device = h.qemu_has_device(qemu, "pvfree-pci")
-    todo = guest_smokes(has_device, a.append)
+    todo = select(guest_smokes(has_device, a.append), a.only, a.list)
     if a.list:
-        for sm in todo:
-            print(f"{sm.name:<20} {sm.describe()}")
         return 0
-    if a.only:
-        names = a.only.split(",")
-        todo = [sm for sm in todo if sm.name in names]
     log(f"guest smoke: QEMU {qemu}"
         + ("" if has_device else " has no pvfree-pci, no migration test"))
     writer = results.Writer(a.json)
