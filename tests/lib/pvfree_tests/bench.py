@@ -490,7 +490,8 @@ def ints(s):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="tests/bench/run-bench",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("--full", action="store_true",
                     help="8 GiB too and every scenario on both links")
     ap.add_argument("--rounds", type=int, default=3)

@@ -25,7 +25,8 @@ from .scenario import Scenario
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="tests/kvm/demo",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("--mem", type=int, default=2048)
     ap.add_argument("--dirty", type=int, default=1536)
     ap.add_argument("--flavour", default="cloud-6.1")

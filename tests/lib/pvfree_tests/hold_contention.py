@@ -26,7 +26,8 @@ ST = "/sys/kernel/debug/pvfree-selftest"
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="tests/bench/hold-contention",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("--mem", type=int, default=4096)
     ap.add_argument("--requests", type=int, default=5)
     ap.add_argument("--hogs", type=int, default=os.cpu_count() or 2)

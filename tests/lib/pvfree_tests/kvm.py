@@ -110,7 +110,8 @@ def table(done, out=sys.stdout):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="tests/kvm/run-tests",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("--only", help="comma-separated scenario names")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--mem", type=int, default=int(os.environ.get(
