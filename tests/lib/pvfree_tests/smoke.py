@@ -256,6 +256,8 @@ def run_guest_smoke(sm, qemu, has_device):
         ck.check(not bad, "dmesg clean" + (f": {bad[:3]}" if bad else ""))
     except TestFailure as e:
         ck.check(False, str(e))
+    except Exception as e:  # a harness bug still has to clean up and report
+        ck.check(False, f"{type(e).__name__}: {e}")
     finally:
         if vm:
             vm.stop()
@@ -289,9 +291,11 @@ def guest_main(a):
 
 # Keep reallocating page cache (1 MiB files in tmpfs) and check every file
 # against its checksum before rewriting it: pages freed and reused around
-# the request must arrive intact.  /run/checker.n: the iteration.
+# the request must arrive intact.  /run/checker.n: the iteration (renamed
+# into place, so that a reader never sees it empty).
 CHECKER = ("mkdir -p /tmp/w && mount -t tmpfs tmpfs /tmp/w && "
-           "(n=0; while :; do n=$((n + 1)); echo $n >/run/checker.n; "
+           "(n=0; while :; do n=$((n + 1)); "
+           "echo $n >/run/checker.t && mv /run/checker.t /run/checker.n; "
            "f=/tmp/w/w$((n % 32)); "
            "if [ -f $f.md5 ] && ! md5sum -c -s $f.md5; then "
            "echo \"CORRUPT $f at iteration $n\"; fi; "
@@ -375,6 +379,8 @@ def qemu_smoke(a, qemu):
         nums = {"pvfree": after, "migration": m}
     except TestFailure as e:
         ck.check(False, str(e))
+    except Exception as e:  # a harness bug still has to clean up and report
+        ck.check(False, f"{type(e).__name__}: {e}")
     finally:
         for vm in (src, dst):
             if vm:
