@@ -3,7 +3,8 @@
 # pvfree top-level build.  `make demo` sets up a fresh Debian 12 machine and
 # runs the main job; `make test` runs every test.  Heavy builds (QEMU, Xen
 # tools, guest kernels) are cached under $(PVFREE_CACHE), keyed by a hash of
-# their inputs.
+# their inputs.  The tests (tests/lib/pvfree_tests) run the QEMU binary
+# $PVFREE_QEMU, default what hv-kvm/build-qemu.sh prints.
 
 PVFREE_CACHE ?= $(HOME)/.cache/pvfree
 export PVFREE_CACHE
@@ -55,7 +56,7 @@ kvm-test: deps qemu
 # under QEMU TCG.  XEN_TEST_ARGS, e.g. --cases idle:post-workload.
 xen-test: deps qemu
 	scripts/setup-deps.sh xen
-	QEMU=$$(hv-kvm/build-qemu.sh) tests/xen/run-migrate $(XEN_TEST_ARGS)
+	tests/xen/run-migrate $(XEN_TEST_ARGS)
 
 test: deps
 	scripts/run-all-tests

@@ -1,7 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 #
-# Build the dom0 initramfs for tests/xen/run-migrate: busybox, Debian's Xen
+# Build the dom0 initramfs for tests/xen/run-migrate (pvfree_tests.xen): busybox, Debian's Xen
 # 4.17 toolstack with pvfree's patched libxenguest overriding Debian's (the
 # original is kept in /opt/debian-lib for the unpatched runs), the dom0
 # kernel's Xen modules, and the test domU: Debian's cloud kernel, a busybox
@@ -71,7 +71,9 @@ if [ -f "$out/dom0.cpio.gz" ]; then
 	exit 0
 fi
 
-work=$(mktemp -d /tmp/pvfree-xen/initramfs.XXXXXX)
+scratch=${PVFREE_XEN_SCRATCH:-/tmp/pvfree-xen}
+mkdir -p "$scratch"
+work=$(mktemp -d "$scratch/initramfs.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
 # --- test programs -------------------------------------------------------

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: MIT
-"""pvfree KVM/QEMU test harness: boots TCG guests, drives their serial
-console, migrates them between two QEMU processes and checks the result.
+"""QEMU for the pvfree tests: starts QEMU processes (TCG guests and Xen
+inside QEMU), talks QMP, drives a guest's serial console and migrates a
+guest between two QEMU processes.
 
-Stdlib only (Debian's /usr/bin/python3).  Every wait has a timeout and every
-QEMU this module starts is killed on any failure or exit."""
+Every wait has a timeout and every process this module starts is killed on
+any failure or exit, so that a failed test leaves no qemu-system behind."""
 
 import atexit
 import json
@@ -17,24 +18,12 @@ import sys
 import threading
 import time
 
-TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-SCRATCH = os.environ.get("PVFREE_SCRATCH", "/tmp/pvfree-tests")
+from . import TOP, TestFailure, log, scratch
+
 FIRMWARE = ["-L", "/usr/share/qemu", "-L", "/usr/share/seabios"]
-# Bad things in a guest's kernel log (the acceptance list of the issue).
-DMESG_BAD = ["Oops", "BUG", "WARNING", "panic", "page allocation failure",
-             "memory corruption", "Bad page"]
-DMESG_IGNORE = ["Kernel command line:", "panic=", "@@"]
 # bytes/s: local migrations are CPU bound; 0 = leave QEMU's default
 MAX_BANDWIDTH = int(os.environ.get("PVFREE_MIG_BANDWIDTH", 8 << 30))
 DOWNTIME_LIMIT_MS = int(os.environ.get("PVFREE_MIG_DOWNTIME_MS", 500))
-
-
-class TestFailure(Exception):
-    pass
-
-
-def log(msg):
-    print(msg, flush=True)
 
 
 # ---- process bookkeeping -------------------------------------------------
@@ -66,8 +55,32 @@ for _s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
     signal.signal(_s, _on_signal)
 
 
+def spawn(argv, logpath):
+    """Start ARGV in its own process group with stdout and stderr appended
+    to LOGPATH; it is killed with its group when this program exits."""
+    out = open(logpath, "a")
+    out.write("$ " + " ".join(argv) + "\n")
+    out.flush()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                         stderr=subprocess.STDOUT, start_new_session=True)
+    _procs.append(p)
+    return p
+
+
+def reap(p, timeout=10):
+    """Wait up to TIMEOUT s for P to exit, then kill its group; forget it."""
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
+    if p in _procs:
+        _procs.remove(p)
+
+
 def qemu_binary():
-    """$PVFREE_QEMU, else what hv-kvm/build-qemu.sh prints."""
+    """$PVFREE_QEMU, else what hv-kvm/build-qemu.sh prints (it builds
+    QEMU with pvfree's patches once, then prints the cached binary)."""
     q = os.environ.get("PVFREE_QEMU")
     if q:
         return q
@@ -110,10 +123,12 @@ def _connect_unix(path, timeout, proc):
 # ---- QMP -----------------------------------------------------------------
 
 class QmpError(TestFailure):
-    pass
+    """QEMU answered a QMP command with an error."""
 
 
 class Qmp:
+    """A QMP connection; events that arrive meanwhile are kept in .events."""
+
     def __init__(self, path, proc, logf):
         self.path, self.proc, self.logf = path, proc, logf
         self.sock = None
@@ -177,7 +192,7 @@ class Qmp:
 # ---- serial console ------------------------------------------------------
 
 class Console:
-    """The guest's ttyS0 over a unix socket, driven by tests/kvm/guest-init.sh:
+    """The guest's ttyS0 over a unix socket, driven by guest-init.sh:
     send "<n> <cmd>", read until "@@DONE <n> <rc>"."""
 
     def __init__(self, path, proc, logpath):
@@ -258,10 +273,13 @@ class Console:
 # ---- a QEMU process ------------------------------------------------------
 
 class Vm:
+    """One QEMU process running a guest of the harness's initramfs."""
+
     def __init__(self, name, qemu, workdir, kernel, initrd, append,
                  mem_mb=1024, smp=1, pvfree=False, pvfree_opts="",
-                 balloon=False, incoming=False, extra=()):
+                 balloon=False, incoming=False, extra=(), accel="tcg"):
         self.name = name
+        self.accel = accel
         self.qemu = qemu
         self.dir = workdir
         self.kernel, self.initrd, self.append = kernel, initrd, append
@@ -278,7 +296,7 @@ class Vm:
         self.qmplog = open(os.path.join(workdir, f"{name}.qmp.log"), "a")
 
     def argv(self):
-        a = [self.qemu, "-name", self.name, "-accel", "tcg", "-machine", "pc",
+        a = [self.qemu, "-name", self.name, "-accel", self.accel, "-machine", "pc",
              "-m", str(self.mem_mb), "-smp", str(self.smp), "-nodefaults",
              "-no-user-config", "-no-reboot", "-nic", "none", "-display", "none",
              "-vga", "none", "-monitor", "none", *FIRMWARE,
@@ -303,14 +321,8 @@ class Vm:
         for p in (self.qmp_path, self.ser_path):
             if os.path.exists(p):
                 os.unlink(p)
-        argv = self.argv()
-        out = open(os.path.join(self.dir, f"{self.name}.qemu.log"), "a")
-        out.write("$ " + " ".join(argv) + "\n")
-        out.flush()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                     stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        _procs.append(self.proc)
+        self.proc = spawn(self.argv(),
+                          os.path.join(self.dir, f"{self.name}.qemu.log"))
         self.qmp = Qmp(self.qmp_path, self.proc, self.qmplog)
         self.qmp.connect()
         self.console = Console(self.ser_path, self.proc,
@@ -333,13 +345,7 @@ class Vm:
                 self.qmp.cmd("quit", timeout=5)
             except Exception:
                 pass
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        if self.proc in _procs:
-            _procs.remove(self.proc)
+        reap(self.proc)
         if self.console:
             self.console.close()
         if self.qmp:
@@ -434,31 +440,9 @@ def migrate(src, dst, transport="tcp", timeout=600, progress=log, tag="",
     }
 
 
-def dmesg_problems(text):
-    bad = []
-    for line in text.splitlines():
-        if any(i in line for i in DMESG_IGNORE):
-            continue
-        if any(b in line for b in DMESG_BAD):
-            bad.append(line.strip())
-    return bad
-
-
-def parse_kv(text, sep=":"):
-    d = {}
-    for line in text.splitlines():
-        if sep in line:
-            k, v = line.split(sep, 1)
-            d[k.strip()] = v.strip()
-    return d
-
-
-def parse_fields(line):
-    return dict(re.findall(r"(\S+?)=(\S+)", line))
-
-
 def workdir(name):
-    d = os.path.join(SCRATCH, name)
+    """A fresh log directory $PVFREE_SCRATCH/NAME."""
+    d = os.path.join(scratch(), name)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
     return d

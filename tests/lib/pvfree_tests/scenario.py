@@ -1,19 +1,20 @@
 # SPDX-License-Identifier: MIT
 """One pvfree migration scenario: boot a guest, prepare its memory, migrate
-it, check it on the destination.  Used by tests/kvm/run-tests and
-tests/kvm/demo."""
+it, check it on the destination.  The scenarios of kvm.py and demo.py;
+bench.py uses its destination check."""
 
 import os
 import time
 
-import guestimage
-import pvfree_harness as h
-from pvfree_harness import TestFailure, log
+from . import TestFailure, checks, image, log, results
+from . import qemu as h
 
 BOOT_TIMEOUT = 240
 
 
 class Scenario:
+    """What one migration test does and expects (see kvm.scenarios())."""
+
     def __init__(self, name, flavour="cloud-6.1", mem_mb=1024, smp=1,
                  append="", device="pvfree", device_opts="", driver=True,
                  dirty_mib=0, hold_mib=32, writer_mib=4, fragment_mib=0,
@@ -64,7 +65,8 @@ class Scenario:
         return ", ".join(bits)
 
 
-def _registered(vm, timeout=30):
+def registered(vm, timeout=30):
+    """Wait until the guest driver registered with VM's device."""
     deadline = time.time() + timeout
     while True:
         pv = vm.qmp.cmd("query-pvfree", quiet=True)
@@ -75,7 +77,7 @@ def _registered(vm, timeout=30):
         time.sleep(0.5)
 
 
-def _check_destination(sc, r, dst, daemons, fail, progress, wd, suffix=""):
+def check_destination(sc, r, dst, daemons, fail, progress, wd, suffix=""):
     """Guest alive, workloads verify, guest stats, dmesg clean."""
     dc = dst.console
     _, out = dc.run("echo pong-$((6*7))", timeout=60)
@@ -91,7 +93,7 @@ def _check_destination(sc, r, dst, daemons, fail, progress, wd, suffix=""):
         line = next((l for l in out.splitlines()
                      if l.startswith(("VERIFY", "CHURN", "FILES"))),
                     out.strip())
-        f = h.parse_fields(line)
+        f = checks.parse_fields(line)
         r[f"verify_{d}{suffix}"] = line
         mis = int(f.get("mismatches", "-1"))
         if control:
@@ -104,13 +106,13 @@ def _check_destination(sc, r, dst, daemons, fail, progress, wd, suffix=""):
             r["mismatches"] += max(mis, 1)
     if sc.device == "pvfree" and sc.driver:
         rc, out = dc.run("cat /sys/kernel/debug/pvfree/stats", check=False)
-        r["guest_stats" + suffix] = h.parse_kv(out)
+        r["guest_stats" + suffix] = checks.parse_kv(out)
         progress(f"  [{sc.name}] guest stats{suffix}: " + ", ".join(
             f"{k}={v}" for k, v in r["guest_stats" + suffix].items()))
     _, out = dc.run("dmesg", timeout=120)
     with open(os.path.join(wd, f"{dst.name}.dmesg"), "w") as f:
         f.write(out)
-    bad = h.dmesg_problems(out)
+    bad = checks.dmesg_problems(out)
     r["dmesg_bad"] = r.get("dmesg_bad", []) + bad
     if bad:
         fail(f"dmesg{suffix}: {bad[:3]}")
@@ -137,13 +139,14 @@ def _query_pvfree(sc, src, r, progress, suffix=""):
 def run(sc, qemu, progress=log):
     """Returns a result dict; r['failures'] lists what went wrong."""
     r = {"name": sc.name, "label": sc.label, "flavour": sc.flavour,
-         "mem_mb": sc.mem_mb, "failures": [], "start": time.time()}
+         "mem_mb": sc.mem_mb, "device": sc.device, "failures": [],
+         "start": time.time()}
     fail = r["failures"].append
     wd = h.workdir(sc.name)
     r["workdir"] = wd
     src = dst = None
     try:
-        k, initrd, has_ko = guestimage.initramfs(sc.flavour)
+        k, initrd, has_ko = image.initramfs(sc.flavour)
         if sc.driver and sc.device == "pvfree" and not has_ko:
             raise TestFailure("pvfree.ko could not be built for "
                               f"{k.release} (guest/)")
@@ -165,7 +168,7 @@ def run(sc, qemu, progress=log):
             c.run("loadmod virtio_pci && loadmod virtio_balloon")
         if sc.device == "pvfree" and sc.driver:
             c.run("insmod /lib/pvfree-modules/pvfree.ko")
-            _registered(src)
+            registered(src)
         if sc.dirty_mib:
             t1 = time.time()
             _, out = c.run(f"pvfree-workload dirty {sc.dirty_mib}", timeout=900)
@@ -191,7 +194,7 @@ def run(sc, qemu, progress=log):
                   "-p /run/files.pid -r /run/files.res -m 64", timeout=300)
             daemons.append("files")
         _, out = c.run("cat /proc/meminfo")
-        mi = h.parse_kv(out)
+        mi = checks.parse_kv(out)
         r["guest_memfree_mib"] = int(mi.get("MemFree", "0 kB").split()[0]) // 1024
         if sc.settle_s:
             c.run(f"sleep {sc.settle_s}", timeout=sc.settle_s + 60)
@@ -210,7 +213,7 @@ def run(sc, qemu, progress=log):
         if sc.device == "pvfree":
             _query_pvfree(sc, src, r, progress)
 
-        _check_destination(sc, r, dst, daemons, fail, progress, wd)
+        check_destination(sc, r, dst, daemons, fail, progress, wd)
 
         if sc.expect_skipped == ">0" and not (r.get("skipped") or 0) > 0:
             fail(f"pages-skipped {r.get('skipped')} (expected > 0, "
@@ -250,7 +253,7 @@ def run(sc, qemu, progress=log):
                 if sc.expect_skipped == ">0" and not r["skipped" + sfx]:
                     fail(f"hop {hop}: pages-skipped {r['skipped' + sfx]} "
                          f"({r['last_status' + sfx]})")
-            _check_destination(sc, r, dst, daemons, fail, progress, wd, sfx)
+            check_destination(sc, r, dst, daemons, fail, progress, wd, sfx)
             gs = r.get("guest_stats" + sfx) or {}
             if sc.device == "pvfree" and sc.driver and \
                     gs.get("last_request_id") != str(hop):
@@ -269,9 +272,22 @@ def run(sc, qemu, progress=log):
         # say why a guest died, from what its console showed
         for vm in (src, dst):
             if vm and vm.console and not r.get("dmesg_bad"):
-                bad = h.dmesg_problems(vm.console.data)
+                bad = checks.dmesg_problems(vm.console.data)
                 if bad:
                     fail(f"{vm.name} console: {' | '.join(bad[:4])}")
     r["ok"] = not r["failures"]
     r["elapsed_s"] = time.time() - r["start"]
     return r
+
+
+def record(r, suite):
+    """The result record (results.py) of run()'s result R."""
+    pv = r.get("pvfree") or {}
+    fields = {k: v for k, v in r.items() if k not in ("name", "failures")}
+    fields.update(hv="kvm", system=r.get("device"), scenario=r["name"],
+                  link="loopback", mem_mib=r.get("mem_mb"), round=1,
+                  bytes=r.get("transferred"), total_ms=r.get("total_time_ms"),
+                  snapshot_us=pv.get("guest-snapshot-us"),
+                  lock_hold_us=pv.get("guest-max-lock-hold-us"))
+    return results.record(suite, "migration", r["name"], r["failures"],
+                          **fields)

@@ -1,18 +1,15 @@
-#!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """Tables, target checks and plots of a pvfree benchmark run.
 
-Reads RUNDIR/results.csv (one row per migration), RUNDIR/guest-cost.csv
-(one row per self-test snapshot), RUNDIR/xen-results.csv (one row per
-`xl migrate' of the Xen part) and RUNDIR/meta.json; writes RUNDIR/table.md
-and, with gnuplot, RUNDIR/transferred.png, RUNDIR/total-time.png,
-RUNDIR/snapshot.png and RUNDIR/xen.png (their data and scripts as *.dat /
-plots.gp next to them).
+Reads RUNDIR/results.jsonl (results.py: one record per migration, KVM and
+Xen alike, and per self-test snapshot) and RUNDIR/meta.json; writes
+RUNDIR/table.md and, with gnuplot, RUNDIR/transferred.png,
+RUNDIR/total-time.png, RUNDIR/snapshot.png and RUNDIR/xen.png (their data
+and scripts as *.dat / plots.gp next to them).
 
-usage: tests/bench/report.py RUNDIR      (re-render a run)
+usage: tests/bench/report RUNDIR      (re-render a run)
 """
 
-import csv
 import json
 import os
 import platform
@@ -21,56 +18,18 @@ import statistics
 import subprocess
 import sys
 
-MIG_FIELDS = [
-    "round", "size_gib", "system", "device", "scenario", "link", "step",
-    "status", "total_ms", "downtime_ms", "setup_ms", "transferred",
-    "normal_pages", "zero_pages", "skipped", "passes", "mbps",
-    "precopy_bytes", "downtime_bytes", "snapshot_us",
-    "lock_hold_us", "pv_status", "pv_skipped", "pv_wait_ms", "entries",
-    "batches", "pcp_frames", "src_cpu_s", "dst_cpu_s", "dst_rss_mib",
-    "dst_ram_rss_mib", "memfree_mib", "boot_s",
-    "dirtied_mib", "kept_mib", "hold_mib", "writer_mib", "prepare_s",
-    "mismatches", "failure"]
-GC_FIELDS = [
-    "size_gib", "condition", "request", "status", "memfree_mib",
-    "held_pages", "free_frames", "snapshot_us", "lock_hold_us", "entries",
-    "batches", "pcp_frames", "failure"]
-XEN_FIELDS = [
-    "round", "index", "case", "system", "scenario", "status", "rc", "bytes",
-    "stream_s", "total_s", "skipped", "not_sent_mib", "answer_ms",
-    "snapshot_us", "lock_hold_us", "guest_free_frames", "guest_status",
-    "hold_pages", "hold_mismatches", "fragment_pages",
-    "fragment_mismatches", "memfree_kb", "dirtied_mib", "ready_s", "failure"]
-SYSNAME = {"A": "A none", "B": "B balloon", "C": "C pvfree"}
-# tests/xen/run-migrate's cases: (system, scenario)
-XEN_CASES = {"unpatched": ("unpatched", "idle"),
-             "idle": ("pvfree", "idle"),
-             "post-workload": ("pvfree", "post-workload"),
-             "fragmented": ("pvfree", "fragmented"),
-             "nodriver": ("nodriver", "idle")}
+from . import TOP, results
+
+RESULTS = "results.jsonl"
+SYSNAME = {"none": "A none", "balloon": "B balloon", "pvfree": "C pvfree",
+           "unpatched": "Xen unpatched libxenguest (Debian)",
+           "nodriver": "Xen pvfree libxenguest, domU without module"}
+XEN_PVFREE = "Xen pvfree libxenguest"
+SYSTEM_ORDER = ["none", "balloon", "unpatched", "pvfree", "nodriver"]
 XEN_SYSTEMS = ["unpatched", "pvfree", "nodriver"]
-XEN_SYSNAME = {"unpatched": "Xen unpatched libxenguest (Debian)",
-               "pvfree": "Xen pvfree libxenguest",
-               "nodriver": "Xen pvfree libxenguest, domU without module"}
 SCEN_ORDER = ["idle", "post-workload", "fragmented", "writing"]
-LINK_ORDER = ["loopback", "10g"]
+LINK_ORDER = ["loopback", "10g", "pipe"]
 MIB = 1 << 20
-
-
-def write_csv(path, rows, fields):
-    with open(path + ".tmp", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow(r)
-    os.rename(path + ".tmp", path)
-
-
-def read_csv(path):
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def machine_info(qemu, guest_release):
@@ -92,11 +51,11 @@ def machine_info(qemu, guest_release):
         except (OSError, subprocess.TimeoutExpired):
             return "?"
 
-    top = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-    rev = cmd("git", "-C", top, "rev-parse", "--short", "HEAD")
+    rev = cmd("git", "-C", TOP, "rev-parse", "--short", "HEAD")
     # uncommitted changes to what the measurement runs
-    if cmd("git", "-C", top, "status", "--porcelain", "--", "tests/bench",
-           "tests/kvm", "tests/guest", "guest", "hv-kvm", "host", "include"):
+    if cmd("git", "-C", TOP, "status", "--porcelain", "--", "tests/bench",
+           "tests/lib", "tests/kvm", "tests/guest", "guest", "hv-kvm", "host",
+           "include"):
         rev += "+changes"
     return {
         "cpu": first("/proc/cpuinfo", "model name"),
@@ -153,49 +112,92 @@ def med(s):
     return None if s is None else s[0]
 
 
-def groups(rows):
-    """{(scenario, link, size): {system: [ok rows]}} and all rows likewise."""
+def groups(rows, hv):
+    """The migration records of hypervisor HV grouped for the tables:
+    [(scenario, link, mem_mib)] in table order, {key: {system: ok rows}}
+    and {key: {system: all rows}}."""
     ok, every = {}, {}
     for r in rows:
-        key = (r["scenario"], r["link"], int(r["size_gib"]))
+        if r.get("kind") != "migration" or r.get("hv") != hv:
+            continue
+        key = (r["scenario"], r["link"], int(r["mem_mib"]))
         every.setdefault(key, {}).setdefault(r["system"], []).append(r)
         if r["status"] == "ok":
-            ok.setdefault(key, {}).setdefault(r["system"], [])
-            ok[key][r["system"]].append(r)
-    order = sorted(every, key=lambda k: (SCEN_ORDER.index(k[0])
-                                         if k[0] in SCEN_ORDER else 9,
-                                         LINK_ORDER.index(k[1])
-                                         if k[1] in LINK_ORDER else 9, k[2]))
+            ok.setdefault(key, {}).setdefault(r["system"], []).append(r)
+    order = sorted(every, key=lambda k: (_index(SCEN_ORDER, k[0]),
+                                         _index(LINK_ORDER, k[1]), k[2]))
     return order, ok, every
+
+
+def _index(order, item):
+    return order.index(item) if item in order else len(order)
+
+
+def mem_label(mib):
+    return f"{mib // 1024} GiB" if mib % 1024 == 0 else f"{mib} MiB"
+
+
+def sysname(hv, system):
+    return XEN_PVFREE if (hv, system) == ("xen", "pvfree") else \
+        SYSNAME.get(system, system)
+
+
+def _col(field, scale=1.0, prec=0, pv_only=False):
+    """A table column: FIELD's median (min–max) over a cell's ok rows."""
+    return lambda rs, pv: "-" if pv_only and not pv else \
+        fmt(stat(rs, field, scale), prec)
+
+
+def _verified(rs, pv):
+    return (f"{fmt(stat(rs, 'pages_verified'))}, "
+            f"{sum(num(r.get('mismatches')) or 0 for r in rs):.0f} mismatches")
+
+
+# (header, cell(ok rows, system is pvfree)) after scenario, link, guest,
+# system and ok
+COLUMNS = {
+    "kvm": [("total ms", _col("total_ms")),
+            ("downtime ms", _col("downtime_ms")),
+            ("transferred MiB", _col("bytes", 1 / MIB)),
+            ("pages skipped", _col("skipped")),
+            ("passes", _col("passes")),
+            ("snapshot ms", _col("snapshot_us", 1e-3, 1, True)),
+            ("lock hold µs", _col("lock_hold_us", pv_only=True)),
+            ("src CPU s", _col("src_cpu_s", prec=1)),
+            ("dst RSS MiB", _col("dst_rss_mib")),
+            ("dst guest-RAM RSS MiB", _col("dst_ram_rss_mib"))],
+    "xen": [("MiB in the stream", _col("bytes", 1 / MIB)),
+            ("stream s", _col("stream_s", prec=1)),
+            ("xl migrate s", _col("total_ms", 1e-3, 1)),
+            ("pfns skipped", _col("skipped")),
+            ("MiB not sent", _col("not_sent_mib", pv_only=True)),
+            ("guest answer ms", _col("answer_ms", pv_only=True)),
+            ("snapshot ms", _col("snapshot_us", 1e-3, 1, True)),
+            ("lock hold µs", _col("lock_hold_us", pv_only=True)),
+            ("pages verified on the destination", _verified)],
+}
 
 
 # ---- Markdown --------------------------------------------------------------
 
-def mig_table(rows):
-    order, ok, every = groups(rows)
-    out = ["| scenario | link | GiB | system | ok | total ms | downtime ms "
-           "| transferred MiB | pages skipped | passes | snapshot ms "
-           "| lock hold µs | src CPU s | dst RSS MiB | dst guest-RAM RSS MiB |",
-           "|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+def migration_table(rows, hv):
+    """The migrations of HV: one line per (scenario, link, guest, system)."""
+    cols = COLUMNS[hv]
+    order, ok, every = groups(rows, hv)
+    out = ["| scenario | link | guest | system | ok | "
+           + " | ".join(c[0] for c in cols) + " |",
+           "|---|---|--:|---|--:|" + "--:|" * len(cols)]
     for key in order:
-        scen, link, size = key
-        for sysid in sorted(every[key]):
+        scen, link, mem = key
+        for sysid in sorted(every[key], key=lambda s: _index(SYSTEM_ORDER, s)):
             rs = ok.get(key, {}).get(sysid, [])
             n = len(every[key][sysid])
             okcell = f"{len(rs)}/{n}" if len(rs) == n else \
                 f"**{len(rs)}/{n} FAILED {n - len(rs)}**"
-            snap = stat(rs, "snapshot_us", 1e-3) if sysid == "C" else None
-            hold = stat(rs, "lock_hold_us") if sysid == "C" else None
-            out.append(
-                f"| {scen} | {link} | {size} | {SYSNAME.get(sysid, sysid)} "
-                f"| {okcell} | {fmt(stat(rs, 'total_ms'))} "
-                f"| {fmt(stat(rs, 'downtime_ms'))} "
-                f"| {fmt(stat(rs, 'transferred', 1 / MIB))} "
-                f"| {fmt(stat(rs, 'skipped'))} | {fmt(stat(rs, 'passes'))} "
-                f"| {fmt(snap, 1)} | {fmt(hold)} "
-                f"| {fmt(stat(rs, 'src_cpu_s'), 1)} "
-                f"| {fmt(stat(rs, 'dst_rss_mib'))} "
-                f"| {fmt(stat(rs, 'dst_ram_rss_mib'))} |")
+            out.append(f"| {scen} | {link} | {mem_label(mem)} "
+                       f"| {sysname(hv, sysid)} | {okcell} | "
+                       + " | ".join(c[1](rs, sysid == "pvfree") for c in cols)
+                       + " |")
     return "\n".join(out)
 
 
@@ -204,7 +206,7 @@ def gc_table(grows):
     for r in grows:
         if r.get("condition") in (None, "", "-"):
             continue
-        by.setdefault((int(r["size_gib"]), r["condition"]), []).append(r)
+        by.setdefault((int(r["mem_mib"]) // 1024, r["condition"]), []).append(r)
     out = ["| GiB | free memory | ok | free MiB | list entries | batches "
            "| snapshot ms | ms per GiB | longest lock hold µs |",
            "|--:|---|--:|--:|--:|--:|--:|--:|--:|"]
@@ -227,74 +229,72 @@ def verdict(ok):
 
 def targets(rows, grows):
     """The issue's targets, read off the medians."""
-    order, okg, _ = groups(rows)
+    order, okg, _ = groups(rows, "kvm")
     lines = ["| target | where | value | limit | |", "|---|---|--:|--:|---|"]
 
     def m(key, sysid, field, scale=1.0):
         return med(stat(okg.get(key, {}).get(sysid, []), field, scale))
 
-    for (scen, link, size) in order:
-        idle = ("idle", link, size)
-        key = (scen, link, size)
-        where = f"{size} GiB, {link}"
+    def ratio(target, where, a, b, limit, at_least=False, prec=2, shown=None):
+        """A line for target A / B <= LIMIT (>= with AT_LEAST)."""
+        if a and b:
+            ok = a >= limit * b if at_least else a <= limit * b
+            lines.append(f"| {target} | {where} | {a / b:.{prec}f} × "
+                         f"| {shown or f'{limit:g} ×'} | {verdict(ok)} |")
+
+    for (scen, link, mem) in order:
+        idle = ("idle", link, mem)
+        key = (scen, link, mem)
+        where = f"{mem_label(mem)}, {link}"
         if scen == "post-workload":
-            ct, it = m(key, "C", "transferred"), m(idle, "C", "transferred")
-            if ct and it:
-                lines.append(f"| post-workload bytes ≤ 1.1 × idle (C) | {where} "
-                             f"| {ct / it:.2f} × | 1.1 × | {verdict(ct <= 1.1 * it)} |")
-            ct, it = m(key, "C", "total_ms"), m(idle, "C", "total_ms")
-            if ct and it:
-                lines.append(f"| post-workload time ≤ 1.25 × idle (C) | {where} "
-                             f"| {ct / it:.2f} × | 1.25 × | {verdict(ct <= 1.25 * it)} |")
-            bt, ct = m(key, "B", "transferred"), m(key, "C", "transferred")
-            if bt and ct:
-                lines.append(f"| post-workload bytes B / C ≥ 4 | {where} "
-                             f"| {bt / ct:.1f} × | 4 × | {verdict(bt >= 4 * ct)} |")
-            bt, ct = m(key, "B", "total_ms"), m(key, "C", "total_ms")
-            if bt and ct:
-                lines.append(f"| post-workload time B / C ≥ 2 | {where} "
-                             f"| {bt / ct:.1f} × | 2 × | {verdict(bt >= 2 * ct)} |")
-            free = m(key, "C", "memfree_mib")
+            ratio("post-workload bytes ≤ 1.1 × idle (C)", where,
+                  m(key, "pvfree", "bytes"), m(idle, "pvfree", "bytes"), 1.1)
+            ratio("post-workload time ≤ 1.25 × idle (C)", where,
+                  m(key, "pvfree", "total_ms"), m(idle, "pvfree", "total_ms"),
+                  1.25)
+            ratio("post-workload bytes B / C ≥ 4", where,
+                  m(key, "balloon", "bytes"), m(key, "pvfree", "bytes"), 4,
+                  at_least=True, prec=1)
+            ratio("post-workload time B / C ≥ 2", where,
+                  m(key, "balloon", "total_ms"), m(key, "pvfree", "total_ms"),
+                  2, at_least=True, prec=1)
+            free = m(key, "pvfree", "memfree_mib")
             for field, what in (("dst_ram_rss_mib", "guest-RAM RSS"),
                                 ("dst_rss_mib", "process RSS")):
-                rss = m(key, "C", field)
+                rss = m(key, "pvfree", field)
                 if rss and free is not None:
-                    inuse = size * 1024 - free
+                    inuse = mem - free
                     lines.append(f"| dst {what} ≤ 1.2 × in-use memory (C) "
                                  f"| {where} | {rss:,.0f} MiB / {inuse:,.0f} "
                                  f"MiB = {rss / inuse:.2f} × | 1.2 × "
                                  f"| {verdict(rss <= 1.2 * inuse)} |")
         if scen == "fragmented":
-            ct, it = m(key, "C", "transferred"), m(idle, "C", "transferred")
-            kept = m(key, "C", "kept_mib")
-            if ct and it and kept:
-                lim = it + kept * MIB
-                lines.append(f"| fragmented bytes ≤ 1.1 × (idle + kept) (C) "
-                             f"| {where} | {ct / lim:.2f} × | 1.1 × "
-                             f"| {verdict(ct <= 1.1 * lim)} |")
-            bt, ct = m(key, "B", "transferred"), m(key, "C", "transferred")
-            if bt and ct:
-                lines.append(f"| fragmented bytes B / C (\"several times\") "
-                             f"| {where} | {bt / ct:.1f} × | ≥ 3 × "
-                             f"| {verdict(bt >= 3 * ct)} |")
+            it, kept = m(idle, "pvfree", "bytes"), m(key, "pvfree", "kept_mib")
+            ratio("fragmented bytes ≤ 1.1 × (idle + kept) (C)", where,
+                  m(key, "pvfree", "bytes"),
+                  it + kept * MIB if it and kept else None, 1.1)
+            ratio("fragmented bytes B / C (\"several times\")", where,
+                  m(key, "balloon", "bytes"), m(key, "pvfree", "bytes"), 3,
+                  at_least=True, prec=1, shown="≥ 3 ×")
     # guest snapshot: migrations and self-test
-    for (scen, link, size) in order:
-        key = (scen, link, size)
-        hold = stat(okg.get(key, {}).get("C", []), "lock_hold_us")
+    for (scen, link, mem) in order:
+        key = (scen, link, mem)
+        hold = stat(okg.get(key, {}).get("pvfree", []), "lock_hold_us")
         if hold:
             lines.append(f"| lock hold ≤ 1000 µs (C, max of runs) "
-                         f"| {scen}, {size} GiB, {link} | {hold[2]:,.0f} µs "
+                         f"| {scen}, {mem_label(mem)}, {link} | {hold[2]:,.0f} µs "
                          f"| 1000 µs | {verdict(hold[2] <= 1000)} |")
         if scen == "idle":
-            snap = stat(okg.get(key, {}).get("C", []), "snapshot_us", 1e-3)
+            snap = stat(okg.get(key, {}).get("pvfree", []), "snapshot_us", 1e-3)
+            gib = mem / 1024
             if snap:
                 lines.append(f"| snapshot ≤ 10 ms/GiB (C, idle) "
-                             f"| {size} GiB, {link} | {snap[0] / size:.1f} "
-                             f"ms/GiB | 10 | {verdict(snap[0] <= 10 * size)} |")
+                             f"| {mem_label(mem)}, {link} | {snap[0] / gib:.1f} "
+                             f"ms/GiB | 10 | {verdict(snap[0] <= 10 * gib)} |")
     by = {}
     for r in grows:
         if r.get("status") == "ok":
-            by.setdefault((int(r["size_gib"]), r["condition"]), []).append(r)
+            by.setdefault((int(r["mem_mib"]) // 1024, r["condition"]), []).append(r)
     for (size, cond) in sorted(by):
         snap = stat(by[(size, cond)], "snapshot_us", 1e-3)
         hold = stat(by[(size, cond)], "lock_hold_us")
@@ -309,75 +309,31 @@ def targets(rows, grows):
     return "\n".join(lines)
 
 
-def failures(rows, grows, xrows=()):
-    bad = [r for r in rows + grows + list(xrows) if r.get("status") != "ok"]
+def failures(recs):
+    """The FAILED records of the run, and why."""
+    bad = [r for r in recs if r.get("status") != "ok"]
     if not bad:
         return "No FAILED rows."
     out = [f"{len(bad)} FAILED rows (left out of the medians):", ""]
     for r in bad[:40]:
-        where = (f"Xen r{r.get('round')} case {r.get('case')}"
-                 if "case" in r else
-                 f"r{r.get('round')} {r.get('size_gib')} GiB "
+        where = (f"{r.get('hv')} r{r.get('round')} "
+                 f"{mem_label(int(r.get('mem_mib') or 0))} "
                  f"{r.get('system')} {r.get('scenario')}/{r.get('link')}"
-                 if "system" in r else
-                 f"guest cost {r.get('size_gib')} GiB {r.get('condition')}")
+                 if r.get("kind") == "migration" else
+                 f"guest cost {mem_label(int(r.get('mem_mib') or 0))} "
+                 f"{r.get('condition')}")
         out.append(f"- {where}: {r.get('failure') or '?'}")
     return "\n".join(out)
 
 
-# ---- Xen (tests/xen/run-migrate's cases) --------------------------------
-
-def xen_groups(xrows):
-    """[(scenario, system)] in table order, {key: ok rows}, {key: rows}."""
-    ok, every = {}, {}
-    for r in xrows:
-        key = (r["scenario"], r["system"])
-        every.setdefault(key, []).append(r)
-        if r["status"] == "ok":
-            ok.setdefault(key, []).append(r)
-    order = sorted(every, key=lambda k: (
-        SCEN_ORDER.index(k[0]) if k[0] in SCEN_ORDER else 9,
-        XEN_SYSTEMS.index(k[1]) if k[1] in XEN_SYSTEMS else 9))
-    return order, ok, every
-
-
-def xen_table(xrows):
-    order, ok, every = xen_groups(xrows)
-    out = ["| scenario | system | ok | MiB in the stream | stream s | xl migrate s "
-           "| pfns skipped | MiB not sent | guest answer ms | snapshot ms "
-           "| lock hold µs | pages verified on the destination |",
-           "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
-    for key in order:
-        scen, sysid = key
-        rs = ok.get(key, [])
-        n = len(every[key])
-        okcell = f"{len(rs)}/{n}" if len(rs) == n else \
-            f"**{len(rs)}/{n} FAILED {n - len(rs)}**"
-        pv = sysid == "pvfree"
-        pages = stat([{"p": (num(r.get("hold_pages")) or 0) +
-                       (num(r.get("fragment_pages")) or 0)} for r in rs], "p")
-        mis = sum((num(r.get("hold_mismatches")) or 0) +
-                  (num(r.get("fragment_mismatches")) or 0) for r in rs)
-        out.append(
-            f"| {scen} | {XEN_SYSNAME.get(sysid, sysid)} | {okcell} "
-            f"| {fmt(stat(rs, 'bytes', 1 / MIB))} "
-            f"| {fmt(stat(rs, 'stream_s'), 1)} | {fmt(stat(rs, 'total_s'), 1)} "
-            f"| {fmt(stat(rs, 'skipped'))} "
-            f"| {fmt(stat(rs, 'not_sent_mib')) if pv else '-'} "
-            f"| {fmt(stat(rs, 'answer_ms')) if pv else '-'} "
-            f"| {fmt(stat(rs, 'snapshot_us', 1e-3), 1) if pv else '-'} "
-            f"| {fmt(stat(rs, 'lock_hold_us')) if pv else '-'} "
-            f"| {fmt(pages)}, {mis:.0f} mismatches |")
-    return "\n".join(out)
-
-
-def xen_ratios(xrows):
+def xen_ratios(rows):
     """Bytes and times relative to the unpatched saver, and the issue-5
     target (post-workload bytes <= 1.25 x idle), from the medians."""
-    _, ok, _ = xen_groups(xrows)
+    order, ok, _ = groups(rows, "xen")
 
     def m(scen, sysid, field):
-        return med(stat(ok.get((scen, sysid), []), field))
+        return med(stat([r for k in order if k[0] == scen
+                         for r in ok.get(k, {}).get(sysid, [])], field))
 
     lines = ["| | value | |", "|---|--:|---|"]
     base = m("idle", "unpatched", "bytes")
@@ -390,7 +346,7 @@ def xen_ratios(xrows):
         if b and base:
             lines.append(f"| {scen}: pvfree bytes / unpatched idle bytes "
                          f"| {b / base:.2f} × | |")
-        t, tb = m(scen, "pvfree", "total_s"), m("idle", "unpatched", "total_s")
+        t, tb = m(scen, "pvfree", "total_ms"), m("idle", "unpatched", "total_ms")
         if t and tb:
             lines.append(f"| {scen}: pvfree xl migrate time / unpatched idle "
                          f"| {t / tb:.2f} × | |")
@@ -442,6 +398,7 @@ def _hist(name, title, panels, series):
     return parts + ["unset multiplot", "set yrange [*:*]"]
 
 
+KVM_SYSTEMS = ["none", "balloon", "pvfree"]
 KVM_SERIES = [("A: no device", "#999999"),
               ("B: virtio-balloon free page hints", "#e69f00"),
               ("C: pvfree", "#0072b2")]
@@ -449,72 +406,74 @@ XEN_COLOUR = {"unpatched": "#999999", "pvfree": "#0072b2",
               "nodriver": "#cc79a7"}
 
 
-def plots(out, rows, grows, xrows=()):
+def plots(out, rows, grows):
     gp = shutil.which("gnuplot")
     if not gp:
         return "gnuplot not found (scripts/setup-deps.sh bench): no plots"
     script = ["set style fill solid 0.8 border -1", "set grid ytics",
               "set xtics nomirror", "set bars 0.5", "set bmargin 4"]
     parts = []
-    order, ok, _ = groups(rows)
+    order, ok, _ = groups(rows, "kvm")
     links = [l for l in LINK_ORDER if any(k[1] == l for k in order)]
     for field, scale, name, ylabel, title in (
-            ("transferred", 1 / MIB, "transferred", "MiB sent",
+            ("bytes", 1 / MIB, "transferred", "MiB sent",
              "Transferred bytes (median, min–max)"),
             ("total_ms", 1e-3, "total-time", "seconds",
              "Total migration time (median, min–max)")):
         panels = []
         for link in links:
-            cells = [(f"{k[0]}\\n{k[2]} GiB", ok.get(k, {}))
+            cells = [(f"{k[0]}\\n{mem_label(k[2])}", ok.get(k, {}))
                      for k in order if k[1] == link]
             panels.append((link, ylabel, _dat(
-                os.path.join(out, f"{name}-{link}.dat"), cells, "ABC",
+                os.path.join(out, f"{name}-{link}.dat"), cells, KVM_SYSTEMS,
                 field, scale)))
         if panels:
             parts += _hist(name, f"{title}, TCG guests, same QEMU", panels,
                            KVM_SERIES)
-    if xrows:
-        xorder, xok, _ = xen_groups(xrows)
-        series = [s for s in XEN_SYSTEMS if any(k[1] == s for k in xorder)]
+    xorder, xok, xevery = groups(rows, "xen")
+    if xorder:
+        series = [s for s in XEN_SYSTEMS
+                  if any(s in xevery[k] for k in xorder)]
         scens = [sc for sc in SCEN_ORDER if any(k[0] == sc for k in xorder)]
-        cells = [(sc, {s: xok.get((sc, s), []) for s in series})
+        cells = [(sc, {s: [r for k in xorder if k[0] == sc
+                           for r in xok.get(k, {}).get(s, [])]
+                       for s in series})
                  for sc in scens]
         panels = [(t, yl, _dat(os.path.join(out, f"xen-{f}.dat"), cells,
                                series, f, sc))
                   for f, sc, t, yl in (
                       ("bytes", 1 / MIB, "bytes in the xl migrate stream",
                        "MiB"),
-                      ("total_s", 1, "xl migrate time (nested: indicative "
+                      ("total_ms", 1e-3, "xl migrate time (nested: indicative "
                        "only)", "seconds"))]
         parts += _hist("xen", "Xen 4.17 under QEMU TCG: xl migrate of a PV "
                        "domU (median, min–max)", panels,
-                       [(XEN_SYSNAME[s], XEN_COLOUR[s]) for s in series])
+                       [(sysname("xen", s), XEN_COLOUR[s]) for s in series])
     # snapshot time against guest size
     by = {}
     for r in grows:
         if r.get("status") == "ok":
-            by.setdefault((int(r["size_gib"]), r["condition"]), []).append(r)
+            by.setdefault((int(r["mem_mib"]) // 1024, r["condition"]),
+                          []).append(r)
     mig = {}
     for r in rows:
-        if r["status"] == "ok" and r["system"] == "C" and \
+        if r["status"] == "ok" and r.get("hv") == "kvm" and \
+                r["system"] == "pvfree" and \
                 r["scenario"] in ("idle", "post-workload", "fragmented"):
-            mig.setdefault((int(r["size_gib"]), r["scenario"]), []).append(r)
+            mig.setdefault((int(r["mem_mib"]) // 1024, r["scenario"]),
+                           []).append(r)
     if by or mig:
         with open(os.path.join(out, "snapshot.dat"), "w") as f:
-            for cond in ("contiguous", "order-0"):
-                f.write(f"# self-test {cond}: GiB snap_ms min max "
-                        f"hold_us min max\n")
-                for size in sorted({k[0] for k in by if k[1] == cond}):
-                    s = stat(by[(size, cond)], "snapshot_us", 1e-3)
-                    hd = stat(by[(size, cond)], "lock_hold_us")
-                    f.write(f"{size} {s[0]} {s[1]} {s[2]} {hd[0]} {hd[1]} "
-                            f"{hd[2]}\n")
-                f.write("\n\n")
-            for scen in ("idle", "post-workload", "fragmented"):
-                f.write(f"# migration C {scen}\n")
-                for size in sorted({k[0] for k in mig if k[1] == scen}):
-                    s = stat(mig[(size, scen)], "snapshot_us", 1e-3)
-                    hd = stat(mig[(size, scen)], "lock_hold_us")
+            # gnuplot indexes 0-1: self-test, 2-4: migrations
+            for title, sel, what in [
+                    (f"self-test {c}: GiB snap_ms min max hold_us min max",
+                     by, c) for c in ("contiguous", "order-0")] + [
+                    (f"migration C {sc}", mig, sc)
+                    for sc in ("idle", "post-workload", "fragmented")]:
+                f.write(f"# {title}\n")
+                for size in sorted({k[0] for k in sel if k[1] == what}):
+                    s = stat(sel[(size, what)], "snapshot_us", 1e-3)
+                    hd = stat(sel[(size, what)], "lock_hold_us")
                     f.write(f"{size} {s[0]} {s[1]} {s[2]} {hd[0]} {hd[1]} "
                             f"{hd[2]}\n")
                 f.write("\n\n")
@@ -564,9 +523,13 @@ def plots(out, rows, grows, xrows=()):
 
 
 def render(out):
-    rows = read_csv(os.path.join(out, "results.csv"))
-    grows = read_csv(os.path.join(out, "guest-cost.csv"))
-    xrows = read_csv(os.path.join(out, "xen-results.csv"))
+    """Write OUT/table.md and the plots from OUT/results.jsonl; returns the
+    Markdown."""
+    recs = results.read(os.path.join(out, RESULTS))
+    rows = [r for r in recs if r.get("kind") == "migration"]
+    grows = [r for r in recs if r.get("kind") == "guest-cost"]
+    kvm = any(r.get("hv") == "kvm" for r in rows)
+    xen = any(r.get("hv") == "xen" for r in rows)
     try:
         with open(os.path.join(out, "meta.json")) as f:
             meta = json.load(f)
@@ -583,15 +546,15 @@ def render(out):
           f"downtime-limit {meta.get('downtime_limit_ms', '?')} ms. "
           "Cells: median (min–max) over the rounds whose integrity checks "
           "passed.", ""]
-    if rows:
-        md += ["### Migrations", "", mig_table(rows), ""]
+    if kvm:
+        md += ["### Migrations", "", migration_table(rows, "kvm"), ""]
     if grows:
         md += ["### Guest-side cost (self-test transport, no host)", "",
                gc_table(grows), ""]
-    if rows or grows:
+    if kvm or grows:
         md += ["### Targets (issue 4), from the medians above", "",
                targets(rows, grows), ""]
-    if xrows:
+    if xen:
         x = meta.get("xen", {})
         md += ["### Xen: `xl migrate` of a PV domU (tests/xen/run-migrate)",
                "",
@@ -601,13 +564,14 @@ def render(out):
                f"{'%d min' % round(x['elapsed_s'] / 60) if 'elapsed_s' in x else '?'}; "
                f"Xen 4.17 under QEMU TCG (`-cpu {x.get('cpu', '?')}`, nested: "
                f"times are indicative only), dom0 1 vCPU, domU "
-               f"{x.get('domu_mib', '?')} MiB, 1 vCPU; run-migrate exit "
-               f"status {x.get('rc', '?')}. Bytes are counted in the "
+               f"{x.get('domu_mib', '?')} MiB, 1 vCPU; run-migrate's checks "
+               f"{ {True: 'passed', False: 'FAILED'}.get(x.get('passed'), '?')}. "
+               "Bytes are counted in the "
                "`xl migrate` pipe; stream s = first to last byte, xl migrate "
                "s = the whole command in dom0.", "",
-               xen_table(xrows), "", xen_ratios(xrows), ""]
-    md += ["### Integrity", "", failures(rows, grows, xrows), ""]
-    md.append(plots(out, rows, grows, xrows))
+               migration_table(rows, "xen"), "", xen_ratios(rows), ""]
+    md += ["### Integrity", "", failures(recs), ""]
+    md.append(plots(out, rows, grows))
     text = "\n".join(md) + "\n"
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(text)

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 #
 # /init of the pvfree test initramfs.  Mounts the usual file systems, then
-# runs a command loop on the console (ttyS0) that tests/kvm/pvfree_harness.py
+# runs a command loop on the console (ttyS0) that tests/lib/pvfree_tests/qemu.py
 # drives: the host sends "<n> <shell command>", the guest runs it with stdin
 # from /dev/null and answers "@@DONE <n> <rc>".  "@@READY" is printed once,
 # when the loop starts.
