@@ -12,10 +12,8 @@
  *
  * Copyright (c) 2026 The pvfree authors
  */
-#include <inttypes.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "pvfree-reader.h"
@@ -25,25 +23,6 @@
 
 /* Frames of a 64-bit physical address space: no sane count exceeds it. */
 #define MAX_FRAMES      (UINT64_C(1) << (64 - PVFREE_FRAME_SHIFT))
-
-#define RESPONSE_ID_OFFSET  offsetof(struct pvfree_header, response_id)
-
-/* Little-endian loads over bytes: the host may be big-endian. */
-
-static uint16_t load_le16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (uint16_t)p[1] << 8);
-}
-
-static uint32_t load_le32(const uint8_t *p)
-{
-    return (uint32_t)load_le16(p) | (uint32_t)load_le16(p + 2) << 16;
-}
-
-static uint64_t load_le64(const uint8_t *p)
-{
-    return (uint64_t)load_le32(p) | (uint64_t)load_le32(p + 4) << 32;
-}
 
 static uint64_t min_u64(uint64_t a, uint64_t b)
 {
@@ -87,26 +66,21 @@ static unsigned trailing_zeros(uint64_t x)
 }
 
 static enum pvfree_error set_diag(struct pvfree_diag *diag,
-                                  enum pvfree_error error, const char *field,
-                                  uint64_t value, uint64_t index,
-                                  uint64_t expected, uint64_t nr_frames)
+                                  enum pvfree_error error,
+                                  enum pvfree_field field, uint64_t value,
+                                  uint64_t index, uint64_t expected,
+                                  uint64_t nr_frames)
 {
-    if (diag) {
-        diag->error = error;
-        diag->field = field;
-        diag->value = value;
-        diag->index = index;
-        diag->expected = expected;
-        diag->nr_frames = nr_frames;
-    }
-    return error;
+    return pvfree_diag_set(diag, error, field, value, index, expected,
+                           nr_frames);
 }
 
 static enum pvfree_error fail(struct pvfree_diag *diag,
-                              enum pvfree_error error, const char *field,
-                              uint64_t value, uint64_t expected)
+                              enum pvfree_error error,
+                              enum pvfree_field field, uint64_t value,
+                              uint64_t expected)
 {
-    return set_diag(diag, error, field, value, 0, expected, 0);
+    return pvfree_diag_fail(diag, error, field, value, expected);
 }
 
 /* ---- guest RAM as the host sees it ---- */
@@ -171,32 +145,34 @@ static enum pvfree_error check_config(const struct pvfree_reader *r,
     size_t i;
 
     if (!r) {
-        return fail(diag, PVFREE_ERR_CONFIG, "reader", 0, 0);
+        return fail(diag, PVFREE_ERR_CONFIG, PVFREE_FIELD_READER, 0, 0);
     }
     if (!r->read) {
-        return fail(diag, PVFREE_ERR_CONFIG, "read", 0, 0);
+        return fail(diag, PVFREE_ERR_CONFIG, PVFREE_FIELD_READ, 0, 0);
     }
     if (!r->scratch) {
-        return fail(diag, PVFREE_ERR_CONFIG, "scratch", 0, 0);
+        return fail(diag, PVFREE_ERR_CONFIG, PVFREE_FIELD_SCRATCH, 0, 0);
     }
     if (r->scratch_size < FRAME_SIZE || r->scratch_size % FRAME_SIZE) {
-        return fail(diag, PVFREE_ERR_CONFIG, "scratch_size",
+        return fail(diag, PVFREE_ERR_CONFIG, PVFREE_FIELD_SCRATCH_SIZE,
                     r->scratch_size, FRAME_SIZE);
     }
     if (!r->ram || r->nr_ram == 0) {
-        return fail(diag, PVFREE_ERR_CONFIG, "nr_ram", r->nr_ram, 0);
+        return fail(diag, PVFREE_ERR_CONFIG, PVFREE_FIELD_NR_RAM, r->nr_ram,
+                    0);
     }
     for (i = 0; i < r->nr_ram; i++) {
         const struct pvfree_ram_range *range = &r->ram[i];
 
         if (range->nr_frames == 0 || range->pfn >= MAX_FRAMES ||
             range->nr_frames > MAX_FRAMES - range->pfn) {
-            return set_diag(diag, PVFREE_ERR_CONFIG, "ram[n].nr_frames",
-                            range->nr_frames, i, MAX_FRAMES, 0);
+            return set_diag(diag, PVFREE_ERR_CONFIG,
+                            PVFREE_FIELD_RAM_N_NR_FRAMES, range->nr_frames, i,
+                            MAX_FRAMES, 0);
         }
         if (i > 0 && range->pfn < ram_end(r, i - 1)) {
             /* unsorted or overlapping */
-            return set_diag(diag, PVFREE_ERR_CONFIG, "ram[n].pfn",
+            return set_diag(diag, PVFREE_ERR_CONFIG, PVFREE_FIELD_RAM_N_PFN,
                             range->pfn, i, ram_end(r, i - 1), 0);
         }
     }
@@ -206,7 +182,7 @@ static enum pvfree_error check_config(const struct pvfree_reader *r,
 /* ---- reading and checking the header ---- */
 
 static enum pvfree_error read_guest(const struct pvfree_reader *r,
-                                    const char *what, uint64_t gpa,
+                                    enum pvfree_field what, uint64_t gpa,
                                     void *buf, size_t len,
                                     struct pvfree_diag *diag)
 {
@@ -216,70 +192,30 @@ static enum pvfree_error read_guest(const struct pvfree_reader *r,
     return PVFREE_OK;
 }
 
-static enum pvfree_error read_response_id(const struct pvfree_reader *r,
-                                          uint64_t header_gpa, uint64_t *id,
-                                          struct pvfree_diag *diag)
-{
-    uint8_t bytes[8];
-    enum pvfree_error err;
-
-    err = read_guest(r, "response_id", header_gpa + RESPONSE_ID_OFFSET,
-                     bytes, sizeof(bytes), diag);
-    if (err == PVFREE_OK) {
-        *id = load_le64(bytes);
-    }
-    return err;
-}
-
-#define HDR(field) (h + offsetof(struct pvfree_header, field))
-
 /* Decode the header copy @h into @resp, in host byte order. */
 static void decode_response(const uint8_t *h, struct pvfree_response *resp)
 {
     unsigned i;
 
-    resp->request_id = load_le64(HDR(response_id));
-    resp->status = load_le32(HDR(status));
-    resp->content = *HDR(content);
-    resp->poison = *HDR(poison);
-    resp->guest_features = load_le64(HDR(guest_features));
-    resp->base_pfn = load_le64(HDR(base_pfn));
-    resp->nr_frames = load_le64(HDR(nr_frames));
-    resp->nr_extents = load_le32(HDR(nr_extents));
-    resp->table_extents = load_le32(HDR(table_extents));
+    resp->request_id = pvfree_hdr_response_id(h);
+    resp->status = pvfree_hdr_status(h);
+    resp->content = pvfree_hdr_content(h);
+    resp->poison = pvfree_hdr_poison(h);
+    resp->guest_features = pvfree_hdr_guest_features(h);
+    resp->base_pfn = pvfree_hdr_base_pfn(h);
+    resp->nr_frames = pvfree_hdr_nr_frames(h);
+    resp->nr_extents = pvfree_hdr_nr_extents(h);
+    resp->table_extents = pvfree_hdr_table_extents(h);
     for (i = 0; i < PVFREE_INLINE_EXTENTS; i++) {
-        const uint8_t *e = HDR(extents) + i * EXTENT_SIZE;
+        const void *e = pvfree_hdr_extent(h, i);
 
-        resp->inline_extents[i].pfn = load_le64(e);
-        resp->inline_extents[i].nr_frames = load_le64(e + 8);
+        resp->inline_extents[i].pfn = pvfree_extent_pfn(e);
+        resp->inline_extents[i].nr_frames = pvfree_extent_nr_frames(e);
     }
-    resp->free_frames = load_le64(HDR(free_frames));
-    resp->snapshot_us = load_le64(HDR(snapshot_us));
-    resp->max_lock_hold_us = load_le32(HDR(max_lock_hold_us));
+    resp->free_frames = pvfree_hdr_free_frames(h);
+    resp->snapshot_us = pvfree_hdr_snapshot_us(h);
+    resp->max_lock_hold_us = pvfree_hdr_max_lock_hold_us(h);
 }
-
-static enum pvfree_error check_identity(const uint8_t *h,
-                                        struct pvfree_diag *diag)
-{
-    uint32_t magic = load_le32(HDR(magic));
-    uint16_t version = load_le16(HDR(version));
-    uint16_t header_size = load_le16(HDR(header_size));
-
-    if (magic != PVFREE_MAGIC) {
-        return fail(diag, PVFREE_ERR_MAGIC, "magic", magic, PVFREE_MAGIC);
-    }
-    if (version != PVFREE_VERSION) {
-        return fail(diag, PVFREE_ERR_VERSION, "version", version,
-                    PVFREE_VERSION);
-    }
-    if (header_size != PVFREE_HEADER_SIZE) {
-        return fail(diag, PVFREE_ERR_HEADER_SIZE, "header_size", header_size,
-                    PVFREE_HEADER_SIZE);
-    }
-    return PVFREE_OK;
-}
-
-#undef HDR
 
 static enum pvfree_error check_content(const struct pvfree_reader *r,
                                        const struct pvfree_response *resp,
@@ -297,11 +233,12 @@ static enum pvfree_error check_content(const struct pvfree_reader *r,
         needed = PVFREE_HF_POISON_FILL;
         break;
     default:
-        return fail(diag, PVFREE_ERR_CONTENT, "content", resp->content, 0);
+        return fail(diag, PVFREE_ERR_CONTENT, PVFREE_FIELD_CONTENT,
+                    resp->content, 0);
     }
     if (!(r->host_features & needed)) {
-        return fail(diag, PVFREE_ERR_CONTENT, "content", resp->content,
-                    needed);
+        return fail(diag, PVFREE_ERR_CONTENT, PVFREE_FIELD_CONTENT,
+                    resp->content, needed);
     }
     return PVFREE_OK;
 }
@@ -320,21 +257,21 @@ static enum pvfree_error check_range(const struct pvfree_reader *r,
     size_t first_ram;
 
     if (resp->nr_frames == 0) {
-        return fail(diag, PVFREE_ERR_RANGE, "nr_frames", 0, 1);
+        return fail(diag, PVFREE_ERR_RANGE, PVFREE_FIELD_NR_FRAMES, 0, 1);
     }
     if (resp->nr_frames > UINT64_MAX - base) {
-        return set_diag(diag, PVFREE_ERR_RANGE, "base_pfn", base, 0, 0,
-                        resp->nr_frames);
+        return set_diag(diag, PVFREE_ERR_RANGE, PVFREE_FIELD_BASE_PFN, base, 0,
+                        0, resp->nr_frames);
     }
     if (resp->nr_frames > MAX_FRAMES) {
-        return fail(diag, PVFREE_ERR_RANGE, "nr_frames", resp->nr_frames,
-                    MAX_FRAMES);
+        return fail(diag, PVFREE_ERR_RANGE, PVFREE_FIELD_NR_FRAMES,
+                    resp->nr_frames, MAX_FRAMES);
     }
     first_ram = ram_find(r, base);
     if (first_ram == r->nr_ram ||
         r->ram[first_ram].pfn >= base + resp->nr_frames) {
-        return set_diag(diag, PVFREE_ERR_RANGE, "base_pfn", base, 0, 0,
-                        resp->nr_frames);
+        return set_diag(diag, PVFREE_ERR_RANGE, PVFREE_FIELD_BASE_PFN, base, 0,
+                        0, resp->nr_frames);
     }
     end = min_u64(base + resp->nr_frames, ram_end(r, r->nr_ram - 1));
     resp->covered_frames = end - base;
@@ -361,43 +298,43 @@ static enum pvfree_error check_extent_counts(const struct pvfree_reader *r,
     uint64_t table_bytes;
 
     if (resp->nr_extents == 0) {
-        return set_diag(diag, PVFREE_ERR_EXTENTS, "nr_extents", 0, 0, 1,
-                        resp->nr_frames);
+        return set_diag(diag, PVFREE_ERR_EXTENTS, PVFREE_FIELD_NR_EXTENTS, 0,
+                        0, 1, resp->nr_frames);
     }
     if (resp->nr_extents > limit) {
-        return fail(diag, PVFREE_ERR_EXTENTS, "nr_extents",
+        return fail(diag, PVFREE_ERR_EXTENTS, PVFREE_FIELD_NR_EXTENTS,
                     resp->nr_extents, limit);
     }
     if (resp->table_extents == 0) {
         if (resp->nr_extents > PVFREE_INLINE_EXTENTS) {
-            return fail(diag, PVFREE_ERR_EXTENTS, "nr_extents",
+            return fail(diag, PVFREE_ERR_EXTENTS, PVFREE_FIELD_NR_EXTENTS,
                         resp->nr_extents, PVFREE_INLINE_EXTENTS);
         }
         return PVFREE_OK;
     }
     if (resp->table_extents > PVFREE_INLINE_EXTENTS) {
-        return fail(diag, PVFREE_ERR_EXTENTS, "table_extents",
+        return fail(diag, PVFREE_ERR_EXTENTS, PVFREE_FIELD_TABLE_EXTENTS,
                     resp->table_extents, PVFREE_INLINE_EXTENTS);
     }
     table_bytes = frames_to_bytes(inline_frames(resp, resp->table_extents));
     if (table_bytes < resp->nr_extents * EXTENT_SIZE) {
-        return fail(diag, PVFREE_ERR_EXTENTS, "table_bytes", table_bytes,
-                    resp->nr_extents * EXTENT_SIZE);
+        return fail(diag, PVFREE_ERR_EXTENTS, PVFREE_FIELD_TABLE_BYTES,
+                    table_bytes, resp->nr_extents * EXTENT_SIZE);
     }
     return PVFREE_OK;
 }
 
 struct extent_fields {
-    const char *pfn;
-    const char *nr_frames;
+    enum pvfree_field pfn;
+    enum pvfree_field nr_frames;
 };
 
 static const struct extent_fields inline_fields = {
-    "extent[n].pfn", "extent[n].nr_frames"
+    PVFREE_FIELD_EXTENT_N_PFN, PVFREE_FIELD_EXTENT_N_NR_FRAMES
 };
 
 static const struct extent_fields table_fields = {
-    "table[n].pfn", "table[n].nr_frames"
+    PVFREE_FIELD_TABLE_N_PFN, PVFREE_FIELD_TABLE_N_NR_FRAMES
 };
 
 static enum pvfree_error check_extent(const struct pvfree_reader *r,
@@ -459,7 +396,8 @@ check_inline_storage(const struct pvfree_response *resp,
     }
     frames = inline_frames(resp, resp->nr_extents);
     if (frames_to_bytes(frames) < needed) {
-        return fail(diag, PVFREE_ERR_STORAGE, "storage", frames, needed);
+        return fail(diag, PVFREE_ERR_STORAGE, PVFREE_FIELD_STORAGE, frames,
+                    needed);
     }
     return PVFREE_OK;
 }
@@ -471,16 +409,16 @@ static enum pvfree_error validate(const struct pvfree_reader *r,
 {
     enum pvfree_error err;
 
-    err = check_identity(h, diag);
+    err = pvfree_check_identity(h, diag);
     if (err) {
         return err;
     }
     if (resp->request_id != request_id) {
-        return fail(diag, PVFREE_ERR_NOT_ANSWERED, "response_id",
+        return fail(diag, PVFREE_ERR_NOT_ANSWERED, PVFREE_FIELD_RESPONSE_ID,
                     resp->request_id, request_id);
     }
     if (resp->status != PVFREE_STATUS_OK) {
-        return fail(diag, PVFREE_ERR_STATUS, "status", resp->status,
+        return fail(diag, PVFREE_ERR_STATUS, PVFREE_FIELD_STATUS, resp->status,
                     PVFREE_STATUS_OK);
     }
     err = check_content(r, resp, diag);
@@ -511,22 +449,23 @@ enum pvfree_error pvfree_read_response(const struct pvfree_reader *r,
     uint64_t first_id;
     enum pvfree_error err;
 
-    set_diag(diag, PVFREE_OK, NULL, 0, 0, 0, 0);
+    set_diag(diag, PVFREE_OK, PVFREE_FIELD_NONE, 0, 0, 0, 0);
     err = check_config(r, diag);
     if (err) {
         return err;
     }
     if (!resp) {
-        return fail(diag, PVFREE_ERR_CONFIG, "resp", 0, 0);
+        return fail(diag, PVFREE_ERR_CONFIG, PVFREE_FIELD_RESP, 0, 0);
     }
     if (request_id == 0) {
-        return fail(diag, PVFREE_ERR_CONFIG, "request_id", 0, 0);
+        return fail(diag, PVFREE_ERR_CONFIG, PVFREE_FIELD_REQUEST_ID, 0, 0);
     }
     memset(resp, 0, sizeof(*resp));
     resp->header_gpa = header_gpa;
     if (header_gpa % FRAME_SIZE ||
         !frames_in_ram(r, header_gpa / FRAME_SIZE, 1)) {
-        return fail(diag, PVFREE_ERR_READ, "header_gpa", header_gpa, 0);
+        return fail(diag, PVFREE_ERR_READ, PVFREE_FIELD_HEADER_GPA, header_gpa,
+                    0);
     }
 
     /*
@@ -534,19 +473,20 @@ enum pvfree_error pvfree_read_response(const struct pvfree_reader *r,
      * first and fence, so the copy below sees at least everything the
      * guest wrote before publishing that id.
      */
-    err = read_response_id(r, header_gpa, &first_id, diag);
+    err = pvfree_read_response_id(r->read, r->opaque, header_gpa, &first_id,
+                                  diag);
     if (err) {
         return err;
     }
     atomic_thread_fence(memory_order_acquire);
-    err = read_guest(r, "header", header_gpa, r->scratch, PVFREE_HEADER_SIZE,
-                     diag);
+    err = read_guest(r, PVFREE_FIELD_HEADER, header_gpa, r->scratch,
+                     PVFREE_HEADER_SIZE, diag);
     if (err) {
         return err;
     }
     decode_response(r->scratch, resp);
     if (resp->request_id != first_id) {
-        return fail(diag, PVFREE_ERR_CHANGED, "response_id",
+        return fail(diag, PVFREE_ERR_CHANGED, PVFREE_FIELD_RESPONSE_ID,
                     resp->request_id, first_id);
     }
     return validate(r, r->scratch, request_id, resp, diag);
@@ -600,14 +540,15 @@ static enum pvfree_error read_table_chunk(struct storage *s)
 
         if (s->table_extent >= resp->table_extents) {
             /* cannot happen after check_extent_counts(); be safe anyway */
-            return fail(s->diag, PVFREE_ERR_EXTENTS, "table_extents",
-                        resp->table_extents, resp->nr_extents * EXTENT_SIZE);
+            return fail(s->diag, PVFREE_ERR_EXTENTS,
+                        PVFREE_FIELD_TABLE_EXTENTS, resp->table_extents,
+                        resp->nr_extents * EXTENT_SIZE);
         }
         t = &resp->inline_extents[s->table_extent];
         left = frames_to_bytes(t->nr_frames) - s->table_offset;
         len = min_u64(count * EXTENT_SIZE - done, left);
 
-        err = read_guest(s->r, "extent table",
+        err = read_guest(s->r, PVFREE_FIELD_EXTENT_TABLE,
                          t->pfn * FRAME_SIZE + s->table_offset,
                          s->table_buf + done, len, s->diag);
         if (err) {
@@ -627,11 +568,13 @@ static enum pvfree_error read_table_chunk(struct storage *s)
         const uint8_t *e = s->table_buf + i * EXTENT_SIZE;
 
         err = check_extent(s->r, &table_fields, s->chunk_first + i,
-                           load_le64(e), load_le64(e + 8), s->diag);
+                           pvfree_extent_pfn(e), pvfree_extent_nr_frames(e),
+                           s->diag);
         if (err) {
             return err;
         }
-        s->data_frames = add_saturating(s->data_frames, load_le64(e + 8));
+        s->data_frames = add_saturating(s->data_frames,
+                                        pvfree_extent_nr_frames(e));
     }
     return PVFREE_OK;
 }
@@ -655,8 +598,8 @@ static enum pvfree_error get_extent(struct storage *s, uint32_t index,
         }
     }
     e = s->table_buf + (uint64_t)(index - s->chunk_first) * EXTENT_SIZE;
-    *pfn = load_le64(e);
-    *nr_frames = load_le64(e + 8);
+    *pfn = pvfree_extent_pfn(e);
+    *nr_frames = pvfree_extent_nr_frames(e);
     return PVFREE_OK;
 }
 
@@ -667,8 +610,8 @@ static enum pvfree_error next_extent(struct storage *s)
     enum pvfree_error err;
 
     if (s->next_extent == s->resp->nr_extents) {
-        return fail(s->diag, PVFREE_ERR_STORAGE, "storage", s->data_frames,
-                    bitmap_bytes(s->resp->nr_frames));
+        return fail(s->diag, PVFREE_ERR_STORAGE, PVFREE_FIELD_STORAGE,
+                    s->data_frames, bitmap_bytes(s->resp->nr_frames));
     }
     err = get_extent(s, s->next_extent, &pfn, &nr_frames);
     if (err) {
@@ -713,7 +656,8 @@ static enum pvfree_error storage_read(struct storage *s, uint8_t *buf,
             return err;
         }
         piece = min_u64(len, s->extent_left);
-        err = read_guest(s->r, "bitmap", s->extent_gpa, buf, piece, s->diag);
+        err = read_guest(s->r, PVFREE_FIELD_BITMAP, s->extent_gpa, buf, piece,
+                         s->diag);
         if (err) {
             return err;
         }
@@ -769,8 +713,8 @@ static enum pvfree_error flush_run(struct runs *runs)
     }
     ret = runs->fn(runs->opaque, runs->run_pfn, runs->run_frames);
     if (ret != 0) {
-        return set_diag(runs->diag, PVFREE_ERR_CALLBACK, NULL, runs->run_pfn,
-                        0, 0, runs->run_frames);
+        return set_diag(runs->diag, PVFREE_ERR_CALLBACK, PVFREE_FIELD_NONE,
+                        runs->run_pfn, 0, 0, runs->run_frames);
     }
     runs->run_frames = 0;
     return PVFREE_OK;
@@ -887,7 +831,7 @@ static enum pvfree_error scan_bytes(struct runs *runs, const uint8_t *buf,
             memcpy(tail, p, len - i);
             p = tail;
         }
-        err = scan_word(runs, load_le64(p), (byte + i) * 8);
+        err = scan_word(runs, pvfree_load_le64(p), (byte + i) * 8);
         if (err) {
             return err;
         }
@@ -907,12 +851,13 @@ static enum pvfree_error recheck_response_id(struct storage *s)
     enum pvfree_error err;
 
     atomic_thread_fence(memory_order_acquire);
-    err = read_response_id(s->r, s->resp->header_gpa, &id, s->diag);
+    err = pvfree_read_response_id(s->r->read, s->r->opaque,
+                                  s->resp->header_gpa, &id, s->diag);
     if (err) {
         return err;
     }
     if (id != s->resp->request_id) {
-        return fail(s->diag, PVFREE_ERR_CHANGED, "response_id", id,
+        return fail(s->diag, PVFREE_ERR_CHANGED, PVFREE_FIELD_RESPONSE_ID, id,
                     s->resp->request_id);
     }
     return PVFREE_OK;
@@ -1001,8 +946,8 @@ static enum pvfree_error check_table_storage(struct storage *s)
     uint64_t needed = bitmap_bytes(s->resp->nr_frames);
 
     if (frames_to_bytes(s->data_frames) < needed) {
-        return fail(s->diag, PVFREE_ERR_STORAGE, "storage", s->data_frames,
-                    needed);
+        return fail(s->diag, PVFREE_ERR_STORAGE, PVFREE_FIELD_STORAGE,
+                    s->data_frames, needed);
     }
     return PVFREE_OK;
 }
@@ -1018,13 +963,14 @@ enum pvfree_error pvfree_for_each_free_run(const struct pvfree_reader *r,
     uint64_t bitmap_buf_size;
     enum pvfree_error err;
 
-    set_diag(diag, PVFREE_OK, NULL, 0, 0, 0, 0);
+    set_diag(diag, PVFREE_OK, PVFREE_FIELD_NONE, 0, 0, 0, 0);
     err = check_config(r, diag);
     if (err) {
         return err;
     }
     if (!resp || !fn) {
-        return fail(diag, PVFREE_ERR_CONFIG, resp ? "fn" : "resp", 0, 0);
+        return fail(diag, PVFREE_ERR_CONFIG,
+                    resp ? PVFREE_FIELD_FN : PVFREE_FIELD_RESP, 0, 0);
     }
 
     /* With a table, the first half of scratch holds table chunks. */
@@ -1072,224 +1018,4 @@ enum pvfree_error pvfree_for_each_free_run(const struct pvfree_reader *r,
      * frames.  The caller decides whether to ask again.
      */
     return recheck_response_id(&s);
-}
-
-/* ---- diagnostics ---- */
-
-const char *pvfree_error_name(enum pvfree_error error)
-{
-    switch (error) {
-    case PVFREE_OK:
-        return "PVFREE_OK";
-    case PVFREE_ERR_READ:
-        return "PVFREE_ERR_READ";
-    case PVFREE_ERR_MAGIC:
-        return "PVFREE_ERR_MAGIC";
-    case PVFREE_ERR_VERSION:
-        return "PVFREE_ERR_VERSION";
-    case PVFREE_ERR_HEADER_SIZE:
-        return "PVFREE_ERR_HEADER_SIZE";
-    case PVFREE_ERR_NOT_ANSWERED:
-        return "PVFREE_ERR_NOT_ANSWERED";
-    case PVFREE_ERR_CHANGED:
-        return "PVFREE_ERR_CHANGED";
-    case PVFREE_ERR_STATUS:
-        return "PVFREE_ERR_STATUS";
-    case PVFREE_ERR_CONTENT:
-        return "PVFREE_ERR_CONTENT";
-    case PVFREE_ERR_RANGE:
-        return "PVFREE_ERR_RANGE";
-    case PVFREE_ERR_EXTENTS:
-        return "PVFREE_ERR_EXTENTS";
-    case PVFREE_ERR_EXTENT:
-        return "PVFREE_ERR_EXTENT";
-    case PVFREE_ERR_STORAGE:
-        return "PVFREE_ERR_STORAGE";
-    case PVFREE_ERR_CONFIG:
-        return "PVFREE_ERR_CONFIG";
-    case PVFREE_ERR_CALLBACK:
-        return "PVFREE_ERR_CALLBACK";
-    }
-    return "PVFREE_ERR_UNKNOWN";
-}
-
-static const char *status_name(uint64_t status)
-{
-    switch (status) {
-    case PVFREE_STATUS_NONE:
-        return "NONE";
-    case PVFREE_STATUS_OK:
-        return "OK";
-    case PVFREE_STATUS_BUSY:
-        return "BUSY";
-    case PVFREE_STATUS_NO_SPACE:
-        return "NO_SPACE";
-    case PVFREE_STATUS_UNSUPPORTED:
-        return "UNSUPPORTED";
-    case PVFREE_STATUS_ABORTED:
-        return "ABORTED";
-    }
-    return "unknown";
-}
-
-static bool field_is(const struct pvfree_diag *diag, const char *name)
-{
-    return diag->field && strcmp(diag->field, name) == 0;
-}
-
-/* Write diag->field with "[n]" replaced by the index, e.g. "table[7].pfn". */
-static int format_field(const struct pvfree_diag *diag, char *buf,
-                        size_t size)
-{
-    const char *field = diag->field ? diag->field : "?";
-    const char *n = strstr(field, "[n]");
-
-    if (!n) {
-        return snprintf(buf, size, "%s", field);
-    }
-    return snprintf(buf, size, "%.*s[%" PRIu64 "]%s", (int)(n - field),
-                    field, diag->index, n + 3);
-}
-
-static int format_extent(const struct pvfree_diag *diag, const char *field,
-                         char *buf, size_t size)
-{
-    if (diag->value == 0 && strstr(field, ".nr_frames")) {
-        return snprintf(buf, size, "%s=0: an extent is never empty", field);
-    }
-    if (strstr(field, ".nr_frames")) {
-        return snprintf(buf, size, "%s=0x%" PRIx64 " wraps around", field,
-                        diag->value);
-    }
-    return snprintf(buf, size,
-                    "%s=0x%" PRIx64 " (frames 0x%" PRIx64
-                    ") is outside guest RAM", field, diag->value,
-                    diag->nr_frames);
-}
-
-static int format_read(const struct pvfree_diag *diag, const char *field,
-                       char *buf, size_t size)
-{
-    if (field_is(diag, "header_gpa")) {
-        return snprintf(buf, size,
-                        "header_gpa=0x%" PRIx64
-                        " is not a frame-aligned address in guest RAM",
-                        diag->value);
-    }
-    return snprintf(buf, size,
-                    "cannot read %s: 0x%" PRIx64 " bytes at gpa 0x%" PRIx64,
-                    field, diag->expected, diag->value);
-}
-
-static int format_content(const struct pvfree_diag *diag, char *buf,
-                          size_t size)
-{
-    if (diag->expected == PVFREE_HF_ZERO_FILL) {
-        return snprintf(buf, size,
-                        "content=%" PRIu64 " (ZERO) needs host feature "
-                        "ZERO_FILL, which this host lacks", diag->value);
-    }
-    if (diag->expected == PVFREE_HF_POISON_FILL) {
-        return snprintf(buf, size,
-                        "content=%" PRIu64 " (POISON) needs host feature "
-                        "POISON_FILL, which this host lacks", diag->value);
-    }
-    return snprintf(buf, size, "content=%" PRIu64 " is not a known content",
-                    diag->value);
-}
-
-static int format_extents(const struct pvfree_diag *diag, char *buf,
-                          size_t size)
-{
-    if (field_is(diag, "nr_extents") && diag->value == 0) {
-        return snprintf(buf, size,
-                        "nr_extents=0 cannot store a bitmap of nr_frames=0x%"
-                        PRIx64, diag->nr_frames);
-    }
-    if (field_is(diag, "table_bytes")) {
-        return snprintf(buf, size,
-                        "the table extents hold 0x%" PRIx64 " bytes, the "
-                        "extent table needs 0x%" PRIx64, diag->value,
-                        diag->expected);
-    }
-    return snprintf(buf, size, "%s=%" PRIu64 " exceeds the limit %" PRIu64,
-                    diag->field ? diag->field : "?", diag->value,
-                    diag->expected);
-}
-
-int pvfree_diag_format(const struct pvfree_diag *diag, char *buf,
-                       size_t size)
-{
-    char field[64];
-
-    if (!diag) {
-        return snprintf(buf, size, "no diagnostic");
-    }
-    format_field(diag, field, sizeof(field));
-    switch (diag->error) {
-    case PVFREE_OK:
-        return snprintf(buf, size, "ok");
-    case PVFREE_ERR_READ:
-        return format_read(diag, field, buf, size);
-    case PVFREE_ERR_MAGIC:
-        return snprintf(buf, size, "magic=0x%" PRIx64 " is not 0x%" PRIx64,
-                        diag->value, diag->expected);
-    case PVFREE_ERR_VERSION:
-        return snprintf(buf, size,
-                        "version=%" PRIu64 " is not the supported %" PRIu64,
-                        diag->value, diag->expected);
-    case PVFREE_ERR_HEADER_SIZE:
-        return snprintf(buf, size, "header_size=0x%" PRIx64 " is not 0x%"
-                        PRIx64, diag->value, diag->expected);
-    case PVFREE_ERR_NOT_ANSWERED:
-        return snprintf(buf, size,
-                        "response_id=0x%" PRIx64
-                        " does not answer request 0x%" PRIx64,
-                        diag->value, diag->expected);
-    case PVFREE_ERR_CHANGED:
-        return snprintf(buf, size,
-                        "response_id changed from 0x%" PRIx64 " to 0x%"
-                        PRIx64 " while reading", diag->expected, diag->value);
-    case PVFREE_ERR_STATUS:
-        return snprintf(buf, size, "status=%" PRIu64 " (%s) is not OK",
-                        diag->value, status_name(diag->value));
-    case PVFREE_ERR_CONTENT:
-        return format_content(diag, buf, size);
-    case PVFREE_ERR_RANGE:
-        if (field_is(diag, "base_pfn") &&
-            diag->nr_frames > UINT64_MAX - diag->value) {
-            return snprintf(buf, size,
-                            "base_pfn=0x%" PRIx64 " + nr_frames=0x%" PRIx64
-                            " overflows", diag->value, diag->nr_frames);
-        }
-        if (field_is(diag, "base_pfn")) {
-            return snprintf(buf, size,
-                            "base_pfn=0x%" PRIx64 " (frames 0x%" PRIx64
-                            ") does not cover any guest RAM", diag->value,
-                            diag->nr_frames);
-        }
-        if (diag->value == 0) {
-            return snprintf(buf, size, "nr_frames=0: the bitmap is empty");
-        }
-        return snprintf(buf, size, "%s=0x%" PRIx64 " exceeds 0x%" PRIx64,
-                        field, diag->value, diag->expected);
-    case PVFREE_ERR_EXTENTS:
-        return format_extents(diag, buf, size);
-    case PVFREE_ERR_EXTENT:
-        return format_extent(diag, field, buf, size);
-    case PVFREE_ERR_STORAGE:
-        return snprintf(buf, size,
-                        "storage of 0x%" PRIx64 " frames is smaller than the "
-                        "0x%" PRIx64 "-byte bitmap", diag->value,
-                        diag->expected);
-    case PVFREE_ERR_CONFIG:
-        return snprintf(buf, size, "invalid reader configuration: %s=0x%"
-                        PRIx64, field, diag->value);
-    case PVFREE_ERR_CALLBACK:
-        return snprintf(buf, size,
-                        "run callback stopped the walk at pfn 0x%" PRIx64
-                        " (frames 0x%" PRIx64 ")", diag->value,
-                        diag->nr_frames);
-    }
-    return snprintf(buf, size, "unknown error %d", (int)diag->error);
 }

@@ -5,7 +5,8 @@
  * libxenguest (hv-xen).  Treats every byte of guest memory as hostile:
  * each value is copied once out of guest memory, validated, and only the
  * copy is used afterwards.  No allocation: the caller provides the
- * scratch buffer.
+ * scratch buffer.  Its diagnostics are pvfree-diag.h, the protocol steps
+ * around it (identity, publishing a request) pvfree-protocol.h.
  *
  * Copyright (c) 2026 The pvfree authors
  */
@@ -16,14 +17,8 @@
 #include <stdint.h>
 
 #include "pvfree/abi.h"
-
-/*
- * Copy @len bytes of guest memory at guest physical address @gpa into
- * @buf.  Must fail (return non-zero) for anything that is not ordinary
- * guest RAM.  @len never exceeds the scratch buffer size.
- */
-typedef int (*pvfree_read_fn)(void *opaque, uint64_t gpa, void *buf,
-                              size_t len);
+#include "pvfree-diag.h"
+#include "pvfree-protocol.h"
 
 /* Called for each run of free frames, in ascending frame order. */
 typedef int (*pvfree_run_fn)(void *opaque, uint64_t pfn, uint64_t nr_frames);
@@ -68,39 +63,6 @@ struct pvfree_response {
     uint64_t covered_frames;    /* nr_frames clipped to the end of r->ram */
 };
 
-enum pvfree_error {
-    PVFREE_OK = 0,
-    PVFREE_ERR_READ,            /* guest memory could not be read */
-    PVFREE_ERR_MAGIC,
-    PVFREE_ERR_VERSION,
-    PVFREE_ERR_HEADER_SIZE,
-    PVFREE_ERR_NOT_ANSWERED,    /* response_id != request_id */
-    PVFREE_ERR_CHANGED,         /* response_id changed while reading */
-    PVFREE_ERR_STATUS,          /* status is not OK */
-    PVFREE_ERR_CONTENT,         /* content cannot be reproduced */
-    PVFREE_ERR_RANGE,           /* base_pfn/nr_frames out of bounds */
-    PVFREE_ERR_EXTENTS,         /* bad extent count or table */
-    PVFREE_ERR_EXTENT,          /* one extent is outside RAM or wraps */
-    PVFREE_ERR_STORAGE,         /* storage smaller than the bitmap */
-    PVFREE_ERR_CONFIG,          /* caller's pvfree_reader is invalid */
-    PVFREE_ERR_CALLBACK,        /* the run callback asked to stop */
-};
-
-/* Precise description of the first problem found. */
-struct pvfree_diag {
-    enum pvfree_error error;
-    /*
-     * Header field, or "extent[n].pfn" / "table[n].nr_frames" where "[n]"
-     * stands for @index; for READ what was being read; or NULL.
-     */
-    const char *field;
-    uint64_t value;             /* the offending value (READ: the gpa) */
-    uint64_t index;             /* extent index, where relevant */
-    /* additions, zero where they do not apply: */
-    uint64_t expected;          /* value or bound @value was checked against */
-    uint64_t nr_frames;         /* frame count that goes with @value */
-};
-
 /*
  * Copy and validate the header at @header_gpa as the response to
  * @request_id (spec 6.6.1 and 10.1).  On success fills @resp and returns
@@ -141,14 +103,5 @@ enum pvfree_error pvfree_for_each_free_run(const struct pvfree_reader *r,
                                            const struct pvfree_response *resp,
                                            pvfree_run_fn fn, void *opaque,
                                            struct pvfree_diag *diag);
-
-/*
- * Human-readable text of @diag, e.g. "extent[3].pfn=0x12345 (frames 0x10)
- * is outside guest RAM".  Returns what snprintf() returns.
- */
-int pvfree_diag_format(const struct pvfree_diag *diag, char *buf,
-                       size_t size);
-
-const char *pvfree_error_name(enum pvfree_error error);
 
 #endif /* PVFREE_READER_H */

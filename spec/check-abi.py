@@ -225,7 +225,9 @@ int main(void)
             fh.write(src)
         cc = os.environ.get('CC', 'cc')
         subprocess.run([cc, '-std=c11', '-I', os.path.join(ROOT, 'include'),
-                        '-I', os.path.join(ROOT, 'host'), c, reader, '-o',
+                        '-I', os.path.join(ROOT, 'host'), c, reader,
+                        os.path.join(ROOT, 'host', 'pvfree-protocol.c'),
+                        os.path.join(ROOT, 'host', 'pvfree-diag.c'), '-o',
                         exe], check=True)
         out = subprocess.run([exe], check=True, capture_output=True,
                              text=True).stdout.split('\n')

@@ -8,7 +8,9 @@
  *  - reports runs that are non-empty, strictly ascending and separated
  *    (maximal), inside the bitmap's clipped coverage and inside RAM;
  *  - reports exactly the runs of a slow bit-by-bit reference walk when it
- *    succeeds, and a prefix of them when it stops early.
+ *    succeeds, and a prefix of them when it stops early;
+ * and that the protocol steps (pvfree-protocol.h) agree with it: the
+ * identity check and the response-ready test on the same header.
  *
  * Copyright (c) 2026 The pvfree authors
  */
@@ -310,6 +312,52 @@ static void setup_guest(struct fuzz_guest *g, struct pvfree_reader *r,
                                          host_features));
 }
 
+static bool is_identity_error(enum pvfree_error err)
+{
+    return err == PVFREE_ERR_MAGIC || err == PVFREE_ERR_VERSION ||
+           err == PVFREE_ERR_HEADER_SIZE;
+}
+
+/*
+ * The protocol steps agree with the reader on the same guest: the one
+ * identity check, and the response-ready test.  Runs last, so that its
+ * reads do not shift the read-failure and change knobs.
+ */
+static void check_protocol(struct fuzz_guest *g, uint64_t request_id,
+                           enum pvfree_error read_err)
+{
+    struct pvfree_channel c;
+    uint8_t id[PVFREE_IDENTITY_SIZE];
+    struct pvfree_diag diag;
+    enum pvfree_error err;
+    char text[256];
+    size_t i;
+
+    for (i = 0; i < sizeof(id); i++) {
+        id[i] = raw_byte(g, FUZZ_HEADER_GPA + i);
+    }
+    err = pvfree_check_identity(id, &diag);
+    CHECK(err == diag.error);
+    CHECK(err == PVFREE_OK || is_identity_error(err));
+    CHECK(read_err != PVFREE_OK || err == PVFREE_OK);
+    CHECK(!is_identity_error(read_err) || err == read_err);
+    CHECK(pvfree_diag_format(&diag, text, sizeof(text)) > 0);
+
+    memset(&c, 0, sizeof(c));
+    c.read = fuzz_read;
+    c.opaque = g;
+    c.header_gpa = FUZZ_HEADER_GPA;
+    g->fail_read = 0;
+    err = pvfree_response_ready(&c, request_id, &diag);
+    CHECK(err == diag.error);
+    CHECK(err == PVFREE_OK || err == PVFREE_ERR_NOT_ANSWERED);
+    if (!g->changed) {
+        CHECK((err == PVFREE_OK) ==
+              (raw_le64(g, RESPONSE_ID_GPA) == request_id));
+    }
+    CHECK(pvfree_diag_format(&diag, text, sizeof(text)) > 0);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static uint8_t scratch[MAX_SCRATCH];
@@ -341,6 +389,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (verbose) {
             printf("read_response: %s: %s\n", pvfree_error_name(err), text);
         }
+        check_protocol(&g, request_id, err);
         return 0;
     }
     CHECK(resp.request_id == request_id);
@@ -369,5 +418,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!g.changed) {
         check_against_reference(&g, &resp, err);
     }
+    check_protocol(&g, request_id, PVFREE_OK);
     return 0;
 }

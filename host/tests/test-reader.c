@@ -285,8 +285,8 @@ static void assert_diag(struct guest *g, enum pvfree_error error,
                  text, pvfree_error_name(error));
     }
     if (field) {
-        assert_non_null(g->diag.field);
-        assert_string_equal(g->diag.field, field);
+        assert_int_not_equal(g->diag.field, PVFREE_FIELD_NONE);
+        assert_string_equal(pvfree_field_name(g->diag.field), field);
     }
     assert_int_equal(g->diag.value, value);
     assert_int_equal(g->diag.index, index);

@@ -90,7 +90,8 @@ make -s -C "$top/guest" module KDIR="$domu_hdir" O="$work/ko" >&2
 if [ "$(id -u)" = 0 ]; then
 	gcc -O2 -Wall -Wextra -Werror -I"$top/include" -I"$top/host" \
 		-o "$work/standin-check" "$here/standin-check.c" \
-		"$top/host/pvfree-reader.c"
+		"$top"/host/pvfree-reader.c "$top"/host/pvfree-protocol.c \
+		"$top"/host/pvfree-diag.c
 	PVFREE_STANDIN_SELFTEST=$work/standin.dump "$work/pvfree-standin" 8 32 >&2
 	"$work/standin-check" "$work/standin.dump" >&2
 fi

@@ -99,8 +99,7 @@ for c in $(echo $cases | tr ':' ' '); do
 	nodriver) extra="pvfree_run=driver pvfree_insmod=0" ;;
 	two-hops) hops=2 ;;
 	skip) extra=pvfree_run=standin ;;
-	silent) extra=pvfree_run=standin mode=silent
-		env="XG_PVFREE_TIMEOUT_MS=3000" ;;
+	silent) extra=pvfree_run=standin mode=silent ;;	# waits 5000 ms
 	noreg) extra=pvfree_run=standin mode=off ;;
 	standin-unpatched) extra=pvfree_run=standin
 		env="LD_LIBRARY_PATH=/opt/debian-lib" ;;

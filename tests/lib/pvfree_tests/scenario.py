@@ -20,7 +20,8 @@ class Scenario:
                  dirty_mib=0, hold_mib=32, writer_mib=4, fragment_mib=0,
                  churn=False, files_mib=0, transport="tcp", caps=(), hops=1,
                  corrupt=False, settle_s=0, expect_skipped=None,
-                 expect_status=None, expect_content=None, timeout=600,
+                 expect_status=None, expect_guest_status=None,
+                 expect_content=None, timeout=600,
                  label=None):
         self.name = name
         self.label = label or name
@@ -45,6 +46,8 @@ class Scenario:
         self.expect_skipped = expect_skipped    # ">0", "==0" or None
         # query-pvfree last-status: a string or a tuple of accepted ones
         self.expect_status = expect_status
+        # query-pvfree last-guest-status if last-status is "guest-status"
+        self.expect_guest_status = expect_guest_status
         # guest debugfs "content" (PVFREE_CONTENT_*: 1 any, 2 zero, 3 poison)
         self.expect_content = expect_content
         self.timeout = timeout
@@ -123,6 +126,7 @@ def _query_pvfree(sc, src, r, progress, suffix=""):
     r["pvfree" + suffix] = pv
     r["skipped" + suffix] = pv.get("pages-skipped")
     r["last_status" + suffix] = pv.get("last-status")
+    r["last_guest_status" + suffix] = pv.get("last-guest-status")
     progress(f"  [{sc.name}] query-pvfree{suffix}: " + ", ".join(
         f"{k}={v}" for k, v in pv.items()))
     try:
@@ -232,6 +236,11 @@ def run(sc, qemu, progress=log):
         if want and r.get("last_status") not in want:
             fail(f"last-status {r.get('last_status')!r} "
                  f"(expected {' or '.join(want)})")
+        if (sc.expect_guest_status is not None and
+                r.get("last_status") == "guest-status" and
+                r.get("last_guest_status") != sc.expect_guest_status):
+            fail(f"last-guest-status {r.get('last_guest_status')!r} "
+                 f"(expected {sc.expect_guest_status})")
         if sc.expect_content is not None:
             got = (r.get("guest_stats") or {}).get("content")
             if got != str(sc.expect_content):

@@ -11,9 +11,11 @@
  * interrupts the guest and waits, without the BQL and for at most
  * timeout-ms, for the doorbell.  The guest answers with a bitmap of the
  * frames that were free at some instant after it saw the request.  The
- * response is parsed by the shared pvfree reader, which copies every value
- * once out of guest RAM and clips everything to guest RAM; each free run
- * is then dropped from the first pass.  A frame the guest writes after the
+ * protocol steps (identity check, request ids, publishing, seeing the
+ * answer) and the parsing of the response are pvfree's shared host
+ * library, which copies every value once out of guest RAM and clips
+ * everything to guest RAM; each free run is then dropped from the first
+ * pass.  A frame the guest writes after the
  * request is logged and sent by a later pass; a frame that stays free
  * reads at the destination as what its fresh RAM provides, which is why
  * the guest declares what free frames must read as and we only accept
@@ -42,6 +44,7 @@
 #include "system/hostmem.h"
 #include "system/runstate.h"
 #include "trace.h"
+#include "pvfree-protocol.h"
 #include "pvfree-reader.h"
 
 #define TYPE_PVFREE_PCI "pvfree-pci"
@@ -86,7 +89,8 @@ struct PVFreePCIState {
 
     /* Statistics of the last request */
     uint64_t requests;
-    char *last_status;
+    PvfreeStatus last_status;
+    uint32_t last_guest_status; /* with PVFREE_OUTCOME_GUEST_STATUS */
     char *last_error;
     uint64_t pages_skipped;
     uint64_t frames_reported;
@@ -159,16 +163,15 @@ static MemoryRegion *pvfree_find_ram(uint64_t gpa, uint64_t len,
     return sec.mr;
 }
 
-/* pvfree_reader.read: copy from ordinary guest RAM only. */
-static int pvfree_read_guest(void *opaque, uint64_t gpa, void *buf,
-                             size_t len)
+/* Copy between @buf and ordinary guest RAM only; writes are logged dirty. */
+static int pvfree_access_guest(uint64_t gpa, uint8_t *buf, size_t len,
+                               bool is_write)
 {
-    uint8_t *p = buf;
-
     while (len) {
         MemoryRegion *mr;
         hwaddr offset;
         uint64_t n;
+        uint8_t *ram;
 
         if (gpa + len < gpa) {
             return -1;
@@ -178,13 +181,51 @@ static int pvfree_read_guest(void *opaque, uint64_t gpa, void *buf,
             return -1;
         }
         n = MIN(n, len);
-        memcpy(p, (uint8_t *)memory_region_get_ram_ptr(mr) + offset, n);
+        ram = (uint8_t *)memory_region_get_ram_ptr(mr) + offset;
+        if (is_write) {
+            memcpy(ram, buf, n);
+            memory_region_set_dirty(mr, offset, n);
+        } else {
+            memcpy(buf, ram, n);
+        }
         memory_region_unref(mr);
-        p += n;
+        buf += n;
         gpa += n;
         len -= n;
     }
     return 0;
+}
+
+/* pvfree_read_fn */
+static int pvfree_read_guest(void *opaque, uint64_t gpa, void *buf,
+                             size_t len)
+{
+    return pvfree_access_guest(gpa, buf, len, false);
+}
+
+/* pvfree_write_fn */
+static int pvfree_write_guest(void *opaque, uint64_t gpa, const void *buf,
+                              size_t len)
+{
+    return pvfree_access_guest(gpa, (uint8_t *)buf, len, true);
+}
+
+/* pvfree_barrier_fn */
+static void pvfree_wmb(void *opaque)
+{
+    /* host_features before request_id: pairs with the guest's acquire */
+    smp_wmb();
+}
+
+/* The header at @header, as the shared protocol code reaches it. */
+static struct pvfree_channel pvfree_channel(uint64_t header)
+{
+    return (struct pvfree_channel) {
+        .read = pvfree_read_guest,
+        .write = pvfree_write_guest,
+        .wmb = pvfree_wmb,
+        .header_gpa = header,
+    };
 }
 
 static bool pvfree_collect_ram(Int128 start, Int128 len,
@@ -285,111 +326,61 @@ pvfree_guest_error(PVFreePCIState *s, const char *fmt, ...)
 }
 
 /* Record the outcome of a request; takes @lock. */
-static void G_GNUC_PRINTF(3, 4)
-pvfree_finish(PVFreePCIState *s, const char *status, const char *fmt, ...)
+static void G_GNUC_PRINTF(4, 5)
+pvfree_finish_guest(PVFreePCIState *s, PvfreeStatus status,
+                    uint32_t guest_status, const char *fmt, ...)
 {
     va_list ap;
 
     QEMU_LOCK_GUARD(&s->lock);
-    g_free(s->last_status);
-    s->last_status = g_strdup(status);
+    s->last_status = status;
+    s->last_guest_status = guest_status;
     g_free(s->last_error);
     va_start(ap, fmt);
     s->last_error = g_strdup_vprintf(fmt, ap);
     va_end(ap);
-    trace_pvfree_result(status, s->pages_skipped, s->wait_ms);
+    trace_pvfree_result(PvfreeStatus_str(status), s->pages_skipped,
+                        s->wait_ms);
 }
 
+#define pvfree_finish(s, status, ...) \
+    pvfree_finish_guest(s, PVFREE_OUTCOME_##status, 0, __VA_ARGS__)
+
 /*
- * Check the identification of a header page in guest RAM (one copy of its
- * first 8 bytes).  Returns NULL if it is fine, else what is wrong.
+ * Check a header page in guest RAM: its identification (the shared check)
+ * and that the whole frame is ordinary guest RAM, since the device writes
+ * into it.  Returns NULL if it is fine, else what is wrong.
  */
 static char *pvfree_check_header(uint64_t gpa)
 {
+    struct pvfree_channel c = pvfree_channel(gpa);
+    struct pvfree_diag diag;
     MemoryRegion *mr;
     hwaddr offset;
     uint64_t n = 0;
-    uint8_t id[8];
-    uint32_t magic;
-    uint16_t version, header_size;
+    char why[160];
 
-    if (gpa & (PVFREE_FRAME_SIZE - 1)) {
-        return g_strdup("is not frame-aligned");
-    }
-    if (gpa > UINT64_MAX - PVFREE_HEADER_SIZE) {
-        return g_strdup("wraps around the address space");
+    if (pvfree_check_registration(&c, &diag) != PVFREE_OK) {
+        pvfree_diag_format(&diag, why, sizeof(why));
+        return g_strdup(why);
     }
     mr = pvfree_find_ram(gpa, PVFREE_HEADER_SIZE, &offset, &n);
     if (mr) {
         memory_region_unref(mr);
     }
     if (!mr || n < PVFREE_HEADER_SIZE) {
-        return g_strdup("is not in ordinary guest RAM");
-    }
-    if (pvfree_read_guest(NULL, gpa, id, sizeof(id))) {
-        return g_strdup("cannot be read");
-    }
-    magic = ldl_le_p(id);
-    version = lduw_le_p(id + 4);
-    header_size = lduw_le_p(id + 6);
-    if (magic != PVFREE_MAGIC) {
-        return g_strdup_printf("has magic 0x%08" PRIx32 ", expected 0x%08x",
-                               magic, PVFREE_MAGIC);
-    }
-    if (version < 1 || version > PVFREE_VERSION) {
-        return g_strdup_printf("has version %u, expected 1..%u", version,
-                               PVFREE_VERSION);
-    }
-    if (header_size != PVFREE_HEADER_SIZE) {
-        return g_strdup_printf("has header_size %u, expected %u",
-                               header_size, PVFREE_HEADER_SIZE);
+        return g_strdup("the header frame is not in ordinary guest RAM");
     }
     return NULL;
 }
 
-/* Has the guest published response_id == @request_id? */
-static bool pvfree_response_ready(uint64_t header, uint64_t request_id)
-{
-    uint8_t id[8];
-
-    if (pvfree_read_guest(NULL, header +
-                          offsetof(struct pvfree_header, response_id),
-                          id, sizeof(id))) {
-        return false;
-    }
-    return ldq_le_p(id) == request_id;
-}
-
-/*
- * Write host_features, then request_id, into the guest's header page.
- * Called with the BQL and @lock held.
- */
-static bool pvfree_publish(uint64_t header, uint64_t host_features,
-                           uint64_t request_id)
-{
-    MemoryRegion *mr;
-    hwaddr offset;
-    uint64_t n;
-    uint8_t *h;
-
-    mr = pvfree_find_ram(header, PVFREE_HEADER_SIZE, &offset, &n);
-    if (!mr) {
-        return false;
-    }
-    if (n < PVFREE_HEADER_SIZE) {
-        memory_region_unref(mr);
-        return false;
-    }
-    h = (uint8_t *)memory_region_get_ram_ptr(mr) + offset;
-    stq_le_p(h + offsetof(struct pvfree_header, host_features),
-             host_features);
-    /* The guest reads request_id, then host_features: pairs with its acquire */
-    smp_wmb();
-    stq_le_p(h + offsetof(struct pvfree_header, request_id), request_id);
-    memory_region_set_dirty(mr, offset, PVFREE_HEADER_SIZE);
-    memory_region_unref(mr);
-    return true;
-}
+/* One migration's request, from publishing to reading the answer. */
+typedef struct PVFreeRequest {
+    uint64_t header;
+    uint64_t id;
+    uint64_t host_features;
+    uint32_t generation;        /* of the registration being served */
+} PVFreeRequest;
 
 typedef struct PVFreeWalk {
     PVFreePCIState *s;
@@ -446,10 +437,172 @@ static int pvfree_skip_run(void *opaque, uint64_t pfn, uint64_t nr_frames)
     return 0;
 }
 
-/* Validate a response and drop the free frames it lists. */
-static void pvfree_use_response(PVFreePCIState *s, uint64_t header,
-                                uint64_t request_id, uint64_t host_features,
-                                uint32_t generation)
+/*
+ * Can this migration ask the guest and use its answer?  If not, record
+ * why.
+ */
+static bool pvfree_can_ask(PVFreePCIState *s)
+{
+    /*
+     * A skipped page is not dirty, so postcopy would never send it when
+     * the destination faults on it: the vCPU would wait for the end of
+     * postcopy (virtio-balloon's free page hinting steps back too).
+     */
+    if (migrate_postcopy_ram()) {
+        pvfree_finish(s, DISABLED, "postcopy-ram is enabled: skipped pages "
+                      "would not be sent on demand; migrating all pages");
+        return false;
+    }
+    if (migrate_background_snapshot()) {
+        pvfree_finish(s, DISABLED, "background-snapshot does not track "
+                      "dirty pages; migrating all pages");
+        return false;
+    }
+    if (bql_locked()) {
+        /* The guest could not ring the doorbell while we wait. */
+        pvfree_finish(s, DISABLED, "the migration thread holds the BQL; "
+                      "migrating all pages");
+        return false;
+    }
+    if (!runstate_is_running()) {
+        pvfree_finish(s, VM_STOPPED, "the VM is not running and cannot "
+                      "answer; migrating all pages");
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Publish @req in the registered header and interrupt the guest.  Called
+ * with the BQL and @lock held.  Returns PVFREE_OUTCOME_NONE if published,
+ * else the outcome, with what went wrong in *@why.
+ */
+static PvfreeStatus pvfree_publish_locked(PVFreePCIState *s,
+                                          PVFreeRequest *req, char **why)
+{
+    g_autofree char *bad = NULL;
+    struct pvfree_channel c;
+    struct pvfree_diag diag;
+    char text[160];
+
+    if (!(s->status & PVFREE_PCI_STATUS_REGISTERED)) {
+        *why = g_strdup("");
+        return PVFREE_OUTCOME_NOT_REGISTERED;
+    }
+    if (!(pci_get_word(PCI_DEVICE(s)->config + PCI_COMMAND) &
+          PCI_COMMAND_MASTER)) {
+        /* Like DMA: no writes into guest memory without bus mastering. */
+        *why = g_strdup("bus mastering is disabled: request not published; "
+                        "migrating all pages");
+        return PVFREE_OUTCOME_TIMEOUT;
+    }
+    req->header = s->header_gpa;
+    req->generation = s->generation;
+    req->id = pvfree_next_request_id(s->request_id);
+    if (!req->id) {
+        *why = g_strdup("request ids are exhausted");
+        return PVFREE_OUTCOME_DISABLED;
+    }
+
+    c = pvfree_channel(req->header);
+    bad = pvfree_check_header(req->header);
+    if (!bad && pvfree_publish_request(&c, req->host_features, req->id,
+                                       &diag) != PVFREE_OK) {
+        pvfree_diag_format(&diag, text, sizeof(text));
+        bad = g_strdup(text);
+    }
+    if (bad) {
+        /* The guest broke its registration: end it. */
+        s->status = 0;
+        s->header_gpa = 0;
+        s->generation++;
+        pvfree_guest_error(s, "pvfree: header 0x%" PRIx64 ": %s; "
+                           "registration ended, migrating all pages",
+                           req->header, bad);
+        *why = g_strdup_printf("header 0x%" PRIx64 ": %s", req->header, bad);
+        return PVFREE_OUTCOME_NOT_REGISTERED;
+    }
+
+    s->request_id = req->id;
+    s->requests++;
+    s->waiting = true;
+    s->doorbell = false;
+    pvfree_set_irq(s);
+    trace_pvfree_request(req->id, req->header, req->host_features);
+    return PVFREE_OUTCOME_NONE;
+}
+
+/* Publish @req; if that is not possible, record why. */
+static bool pvfree_publish(PVFreePCIState *s, PVFreeRequest *req)
+{
+    g_autofree char *why = NULL;
+    PvfreeStatus status;
+
+    bql_lock();
+    WITH_QEMU_LOCK_GUARD(&s->lock) {
+        status = pvfree_publish_locked(s, req, &why);
+    }
+    bql_unlock();
+    if (status != PVFREE_OUTCOME_NONE) {
+        pvfree_finish_guest(s, status, 0, "%s", why);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Wait, without the BQL and for at most timeout-ms, for the guest to ring
+ * the doorbell with @req answered.  If it does not, record why.
+ */
+static bool pvfree_wait(PVFreePCIState *s, const PVFreeRequest *req)
+{
+    struct pvfree_channel c = pvfree_channel(req->header);
+    int64_t start = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+    int64_t deadline = start + s->timeout_ms;
+    int64_t now = start;
+    bool answered, registered;
+
+    for (;;) {
+        WITH_QEMU_LOCK_GUARD(&s->lock) {
+            while (!s->doorbell && s->generation == req->generation &&
+                   now < deadline) {
+                qemu_cond_timedwait(&s->cond, &s->lock, deadline - now);
+                now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+            }
+            answered = s->doorbell;
+            registered = s->generation == req->generation;
+            s->doorbell = false;
+        }
+        if (!answered || !registered ||
+            pvfree_response_ready(&c, req->id, NULL) == PVFREE_OK) {
+            break;
+        }
+        /* A late doorbell for an earlier request: keep waiting. */
+        trace_pvfree_stale_doorbell(req->id);
+    }
+    WITH_QEMU_LOCK_GUARD(&s->lock) {
+        s->waiting = false;
+        s->wait_ms = now - start;
+    }
+
+    if (!registered) {
+        pvfree_finish(s, NOT_REGISTERED, "the guest unregistered while "
+                      "request %" PRIu64 " was pending", req->id);
+        return false;
+    }
+    if (!answered) {
+        error_report("pvfree: guest did not answer request %" PRIu64
+                     " within %" PRIu32 " ms; migrating all pages",
+                     req->id, s->timeout_ms);
+        pvfree_finish(s, TIMEOUT, "guest did not answer request %" PRIu64
+                      " within %" PRIu32 " ms", req->id, s->timeout_ms);
+        return false;
+    }
+    return true;
+}
+
+/* Validate the answer to @req and drop the free frames it lists. */
+static void pvfree_use_response(PVFreePCIState *s, const PVFreeRequest *req)
 {
     g_autoptr(GArray) ram = pvfree_ram_ranges();
     g_autofree void *scratch = g_malloc(PVFREE_SCRATCH_SIZE);
@@ -462,35 +615,34 @@ static void pvfree_use_response(PVFreePCIState *s, uint64_t header,
         .nr_ram = ram->len,
         .scratch = scratch,
         .scratch_size = PVFREE_SCRATCH_SIZE,
-        .host_features = host_features,
+        .host_features = req->host_features,
     };
     PVFreeWalk w = {
         .s = s,
-        .generation = generation,
+        .generation = req->generation,
         .skip = s->skip_free,
     };
     struct pvfree_diag diag = { 0 };
     enum pvfree_error err;
     char why[256];
 
-    err = pvfree_read_response(&r, header, request_id, resp, &diag);
+    err = pvfree_read_response(&r, req->header, req->id, resp, &diag);
     if (err != PVFREE_OK) {
-        g_autofree char *status = NULL;
+        PvfreeStatus status = PVFREE_OUTCOME_REJECTED;
 
-        pvfree_diag_format(&diag, why, sizeof(why));
         if (err == PVFREE_ERR_STATUS) {
-            status = g_strdup_printf("guest-status-%" PRIu64, diag.value);
+            status = PVFREE_OUTCOME_GUEST_STATUS;
         } else if (err == PVFREE_ERR_CONTENT) {
-            status = g_strdup("unsupported-content");
-        } else {
-            status = g_strdup("rejected");
+            status = PVFREE_OUTCOME_UNSUPPORTED_CONTENT;
         }
+        pvfree_diag_format(&diag, why, sizeof(why));
         pvfree_guest_error(s, "pvfree: guest response rejected: %s; "
                            "migrating all pages", why);
-        pvfree_finish(s, status, "guest response rejected: %s", why);
+        pvfree_finish_guest(s, status, err == PVFREE_ERR_STATUS ? resp->status
+                            : 0, "guest response rejected: %s", why);
         return;
     }
-    trace_pvfree_response(request_id, resp->status, resp->content,
+    trace_pvfree_response(req->id, resp->status, resp->content,
                           resp->base_pfn, resp->nr_frames, resp->nr_extents);
 
     err = pvfree_for_each_free_run(&r, resp, pvfree_skip_run, &w, &diag);
@@ -506,7 +658,7 @@ static void pvfree_use_response(PVFreePCIState *s, uint64_t header,
     }
 
     if (err == PVFREE_ERR_CALLBACK) {
-        pvfree_finish(s, "not-registered", "the guest unregistered while its "
+        pvfree_finish(s, NOT_REGISTERED, "the guest unregistered while its "
                       "response was read; %" PRIu64 " pages skipped before",
                       w.pages);
         return;
@@ -516,60 +668,32 @@ static void pvfree_use_response(PVFreePCIState *s, uint64_t header,
         pvfree_guest_error(s, "pvfree: guest response rejected: %s; "
                            "migrating all pages but the %" PRIu64
                            " already skipped", why, w.pages);
-        pvfree_finish(s, "rejected", "guest bitmap rejected after %" PRIu64
+        pvfree_finish(s, REJECTED, "guest bitmap rejected after %" PRIu64
                       " pages: %s", w.pages, why);
         return;
     }
-    pvfree_finish(s, "ok", "%s", s->skip_free ? "" :
+    pvfree_finish(s, OK, "%s", s->skip_free ? "" :
                   "skip-free=off: nothing skipped");
 }
 
 /*
  * PRECOPY_NOTIFY_FIRST_ITERATION: runs in the migration thread, without
  * the BQL, after dirty logging started and before the first page is sent.
+ * Like virtio-balloon's free page hinting: can we ask, ask, wait, use.
  */
 static void pvfree_first_iteration(PVFreePCIState *s)
 {
-    uint64_t header, request_id, host_features;
-    g_autofree char *why = NULL;
-    int64_t start, now, deadline;
-    uint32_t generation;
-    bool answered, registered;
+    PVFreeRequest req = { 0 };
 
     WITH_QEMU_LOCK_GUARD(&s->lock) {
         s->pages_skipped = 0;
         s->frames_reported = 0;
         s->wait_ms = 0;
     }
-
-    /*
-     * A skipped page is not dirty, so postcopy would never send it when
-     * the destination faults on it: the vCPU would wait for the end of
-     * postcopy (virtio-balloon's free page hinting steps back too).
-     */
-    if (migrate_postcopy_ram()) {
-        pvfree_finish(s, "disabled", "postcopy-ram is enabled: skipped pages "
-                      "would not be sent on demand; migrating all pages");
+    if (!pvfree_can_ask(s)) {
         return;
     }
-    if (migrate_background_snapshot()) {
-        pvfree_finish(s, "disabled", "background-snapshot does not track "
-                      "dirty pages; migrating all pages");
-        return;
-    }
-    if (bql_locked()) {
-        /* The guest could not ring the doorbell while we wait. */
-        pvfree_finish(s, "disabled", "the migration thread holds the BQL; "
-                      "migrating all pages");
-        return;
-    }
-    if (!runstate_is_running()) {
-        pvfree_finish(s, "vm-stopped", "the VM is not running and cannot "
-                      "answer; migrating all pages");
-        return;
-    }
-
-    host_features = pvfree_host_features();
+    req.host_features = pvfree_host_features();
 
     /*
      * Every write the guest makes once it can see the request must be
@@ -577,95 +701,9 @@ static void pvfree_first_iteration(PVFreePCIState *s)
      */
     precopy_rearm_dirty_tracking();
 
-    bql_lock();
-    qemu_mutex_lock(&s->lock);
-    if (!(s->status & PVFREE_PCI_STATUS_REGISTERED)) {
-        qemu_mutex_unlock(&s->lock);
-        bql_unlock();
-        pvfree_finish(s, "not-registered", "%s", "");
-        return;
+    if (pvfree_publish(s, &req) && pvfree_wait(s, &req)) {
+        pvfree_use_response(s, &req);
     }
-    header = s->header_gpa;
-    generation = s->generation;
-    if (!(pci_get_word(PCI_DEVICE(s)->config + PCI_COMMAND) &
-          PCI_COMMAND_MASTER)) {
-        /* Like DMA: no writes into guest memory without bus mastering. */
-        qemu_mutex_unlock(&s->lock);
-        bql_unlock();
-        pvfree_finish(s, "timeout", "bus mastering is disabled: request "
-                      "not published; migrating all pages");
-        return;
-    }
-    if (s->request_id >= INT64_MAX) {
-        qemu_mutex_unlock(&s->lock);
-        bql_unlock();
-        pvfree_finish(s, "disabled", "request ids are exhausted");
-        return;
-    }
-    why = pvfree_check_header(header);
-    if (why || !pvfree_publish(header, host_features, s->request_id + 1)) {
-        s->status = 0;
-        s->header_gpa = 0;
-        s->generation++;
-        qemu_mutex_unlock(&s->lock);
-        bql_unlock();
-        pvfree_guest_error(s, "pvfree: header 0x%" PRIx64 " %s; registration "
-                           "ended, migrating all pages", header,
-                           why ? why : "is not in ordinary guest RAM");
-        pvfree_finish(s, "not-registered", "header 0x%" PRIx64 " %s", header,
-                      why ? why : "is not in ordinary guest RAM");
-        return;
-    }
-    request_id = ++s->request_id;
-    s->requests++;
-    s->waiting = true;
-    s->doorbell = false;
-    pvfree_set_irq(s);
-    trace_pvfree_request(request_id, header, host_features);
-    qemu_mutex_unlock(&s->lock);
-    bql_unlock();
-
-    start = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
-    deadline = start + s->timeout_ms;
-    now = start;
-    for (;;) {
-        WITH_QEMU_LOCK_GUARD(&s->lock) {
-            while (!s->doorbell && s->generation == generation &&
-                   now < deadline) {
-                qemu_cond_timedwait(&s->cond, &s->lock, deadline - now);
-                now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
-            }
-            answered = s->doorbell;
-            registered = s->generation == generation;
-            s->doorbell = false;
-        }
-        if (!answered || !registered ||
-            pvfree_response_ready(header, request_id)) {
-            break;
-        }
-        /* A late doorbell for an earlier request: keep waiting. */
-        trace_pvfree_stale_doorbell(request_id);
-        answered = false;
-    }
-    WITH_QEMU_LOCK_GUARD(&s->lock) {
-        s->waiting = false;
-        s->wait_ms = now - start;
-    }
-
-    if (!registered) {
-        pvfree_finish(s, "not-registered", "the guest unregistered while "
-                      "request %" PRIu64 " was pending", request_id);
-        return;
-    }
-    if (!answered) {
-        error_report("pvfree: guest did not answer request %" PRIu64
-                     " within %" PRIu32 " ms; migrating all pages",
-                     request_id, s->timeout_ms);
-        pvfree_finish(s, "timeout", "guest did not answer request %" PRIu64
-                      " within %" PRIu32 " ms", request_id, s->timeout_ms);
-        return;
-    }
-    pvfree_use_response(s, header, request_id, host_features, generation);
 }
 
 PvfreeInfo *qmp_query_pvfree(Error **errp)
@@ -682,7 +720,11 @@ PvfreeInfo *qmp_query_pvfree(Error **errp)
     QEMU_LOCK_GUARD(&s->lock);
     info->registered = !!(s->status & PVFREE_PCI_STATUS_REGISTERED);
     info->requests = s->requests;
-    info->last_status = g_strdup(s->last_status);
+    info->last_status = s->last_status;
+    if (s->last_status == PVFREE_OUTCOME_GUEST_STATUS) {
+        info->has_last_guest_status = true;
+        info->last_guest_status = s->last_guest_status;
+    }
     info->last_error = g_strdup(s->last_error);
     info->pages_skipped = s->pages_skipped;
     info->frames_reported = s->frames_reported;
@@ -723,7 +765,7 @@ static void pvfree_register(PVFreePCIState *s)
         s->status = PVFREE_PCI_STATUS_REJECTED;
         s->header_gpa = 0;
         pvfree_guest_error(s, "pvfree-pci: REGISTER rejected: header 0x%"
-                           PRIx64 " %s", gpa, why);
+                           PRIx64 ": %s", gpa, why);
         trace_pvfree_register_rejected(gpa, why);
         return;
     }
@@ -877,7 +919,7 @@ static void pvfree_realize(PCIDevice *pdev, Error **errp)
 
     qemu_mutex_init(&s->lock);
     qemu_cond_init(&s->cond);
-    s->last_status = g_strdup("none");
+    s->last_status = PVFREE_OUTCOME_NONE;
     s->last_error = g_strdup("");
     s->precopy_notifier.notify = pvfree_precopy_notify;
     precopy_add_notifier(&s->precopy_notifier);
@@ -892,7 +934,6 @@ static void pvfree_exit(PCIDevice *pdev)
     msi_uninit(pdev);
     qemu_cond_destroy(&s->cond);
     qemu_mutex_destroy(&s->lock);
-    g_free(s->last_status);
     g_free(s->last_error);
     pvfree_instance = NULL;
 }
@@ -923,7 +964,7 @@ static int pvfree_post_load(void *opaque, int version_id)
     }
     why = pvfree_check_header(s->header_gpa);
     if (why) {
-        error_report("pvfree-pci: migrated header 0x%" PRIx64 " %s; "
+        error_report("pvfree-pci: migrated header 0x%" PRIx64 ": %s; "
                      "registration ended", s->header_gpa, why);
         s->status = 0;
         s->header_gpa = 0;

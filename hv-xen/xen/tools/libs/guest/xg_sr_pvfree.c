@@ -17,8 +17,16 @@
  * registration, a bad header, a timeout, a failed mapping) only disables
  * the optimisation: the first pass then sends everything.
  *
- * The binding is described in pvfree's spec/transport-xenstore.md, the
- * header in pvfree/abi.h.
+ * The protocol steps that are the same for every hypervisor (identity
+ * check, request ids, publishing a request, seeing it answered, reading
+ * the answer) are pvfree's shared host library, pvfree-protocol.h and
+ * pvfree-reader.h; this file is the xenstore transport around them.  The
+ * binding is described in pvfree's spec/transport-xenstore.md, the header
+ * in pvfree/abi.h.
+ *
+ * Policy comes from the toolstack through xc_domain_save()'s flags:
+ * XCFLAGS_NO_PVFREE turns the request off.  The wait is bounded by the
+ * spec's recommended 5000 ms.
  */
 
 #include <inttypes.h>
@@ -31,28 +39,32 @@
 #include <xenstore.h>
 
 #include "xg_sr_common.h"
+#include "pvfree-protocol.h"
 #include "pvfree-reader.h"
 
 #define WPRINTF(_f, _a...) \
     xc_report(xch, xch->error_handler, XTL_WARN, 0, "pvfree: " _f, ## _a)
 
-/* Default wait for the guest's response, overridden by XG_PVFREE_TIMEOUT_MS. */
+/* Wait for the guest's response: the spec's recommended timeout. */
 #define PVFREE_TIMEOUT_MS       5000
 /* Granularity at which the header and the registration are re-checked. */
 #define PVFREE_POLL_MS          20
 /* Scratch buffer for the reader: bitmap and extent-table chunks. */
 #define PVFREE_SCRATCH_SIZE     (16 * PVFREE_FRAME_SIZE)
 
-#define PVFREE_MAX_REQUEST_ID   ((UINT64_C(1) << 63) - 1)
-
 struct pvfree_req {
     struct xc_sr_context *ctx;
     struct xs_handle *xsh;
     char *dom_path;
     xen_pfn_t header_pfn;
-    struct pvfree_header *hdr;      /* read-write mapping of the header */
+    uint8_t *hdr;                   /* read-write mapping of the header */
+    struct pvfree_channel chan;     /* the header, for pvfree-protocol.h */
+    uint64_t id;                    /* the request published */
+    uint64_t waited_us;
     struct pvfree_ram_range *ram;
     size_t nr_ram;
+    void *scratch;                  /* PVFREE_SCRATCH_SIZE, for the reader */
+    struct pvfree_response *resp;
     unsigned long marked;           /* pfns set in the free map */
 };
 
@@ -261,16 +273,199 @@ static int build_ram_ranges(struct pvfree_req *req)
 }
 
 /*
- * Wait until the header's response_id is @id, the registration ends, or the
+ * The header mapping seen as guest memory: [@gpa, @gpa + @len) must lie in
+ * the header frame.
+ */
+static uint8_t *header_bytes(struct pvfree_req *req, uint64_t gpa,
+                             size_t len)
+{
+    uint64_t start = req->chan.header_gpa;
+
+    if ( gpa < start || len > PVFREE_HEADER_SIZE ||
+         gpa - start > PVFREE_HEADER_SIZE - len )
+        return NULL;
+
+    return req->hdr + (gpa - start);
+}
+
+/* pvfree_read_fn for the channel: copy out of the header mapping. */
+static int header_read(void *opaque, uint64_t gpa, void *buf, size_t len)
+{
+    uint8_t *p = header_bytes(opaque, gpa, len);
+
+    if ( !p )
+        return -1;
+    memcpy(buf, p, len);
+
+    return 0;
+}
+
+/* pvfree_write_fn for the channel: copy into the header mapping. */
+static int header_write(void *opaque, uint64_t gpa, const void *buf,
+                        size_t len)
+{
+    uint8_t *p = header_bytes(opaque, gpa, len);
+
+    if ( !p )
+        return -1;
+    memcpy(p, buf, len);
+
+    return 0;
+}
+
+/* pvfree_barrier_fn: host_features before request_id. */
+static void header_wmb(void *opaque)
+{
+    xen_wmb();
+}
+
+/*
+ * Read the registration from xenstore, map the header frame and check its
+ * identification.  Returns 0 if there is a registration to ask.
+ */
+static int find_registration(struct pvfree_req *req)
+{
+    struct xc_sr_context *ctx = req->ctx;
+    xc_interface *xch = ctx->xch;
+    struct pvfree_diag diag;
+    uint64_t version, frame;
+    char msg[160];
+
+    req->xsh = xs_open(0);
+    if ( !req->xsh )
+    {
+        WPRINTF("unable to open xenstore: %s", strerror(errno));
+        return -1;
+    }
+
+    req->dom_path = xs_get_domain_path(req->xsh, ctx->domid);
+    if ( !req->dom_path )
+    {
+        WPRINTF("unable to get the xenstore path of domain %u", ctx->domid);
+        return -1;
+    }
+
+    if ( read_key(req, PVFREE_XS_VERSION, &version) ||
+         read_key(req, PVFREE_XS_HEADER_FRAME, &frame) )
+    {
+        IPRINTF("pvfree: no pvfree registration, sending all pages");
+        return -1;
+    }
+
+    if ( !pvfree_version_supported(version) )
+    {
+        WPRINTF("ignoring registration: version %"PRIu64" (supported: %u)",
+                version, PVFREE_VERSION);
+        return -1;
+    }
+
+    if ( !pfn_is_ram(ctx, frame) )
+    {
+        WPRINTF("ignoring registration: header-frame %#"PRIx64
+                " is not guest RAM (p2m size %#lx)",
+                frame, ctx->save.p2m_size);
+        return -1;
+    }
+    req->header_pfn = frame;
+
+    req->hdr = map_frames(req, frame, 1, PROT_READ | PROT_WRITE);
+    if ( !req->hdr )
+    {
+        WPRINTF("ignoring registration: unable to map header-frame %#"PRIx64,
+                frame);
+        return -1;
+    }
+
+    req->chan.read = header_read;
+    req->chan.write = header_write;
+    req->chan.wmb = header_wmb;
+    req->chan.opaque = req;
+    req->chan.header_gpa = (uint64_t)frame << PVFREE_FRAME_SHIFT;
+
+    if ( pvfree_check_registration(&req->chan, &diag) != PVFREE_OK )
+    {
+        pvfree_diag_format(&diag, msg, sizeof(msg));
+        WPRINTF("ignoring registration: bad header at pfn %#"PRIx64": %s",
+                frame, msg);
+        return -1;
+    }
+
+    return 0;
+}
+
+/* The guest's RAM for the reader, the free map and the reader's buffers. */
+static int prepare(struct pvfree_req *req)
+{
+    struct xc_sr_context *ctx = req->ctx;
+    xc_interface *xch = ctx->xch;
+
+    if ( build_ram_ranges(req) )
+        return -1;
+
+    ctx->save.pvfree.free_map = bitmap_alloc(ctx->save.p2m_size);
+    req->scratch = malloc(PVFREE_SCRATCH_SIZE);
+    req->resp = malloc(sizeof(*req->resp));
+    if ( !ctx->save.pvfree.free_map || !req->scratch || !req->resp )
+    {
+        ERROR("pvfree: unable to allocate the free map");
+        return -1;
+    }
+
+    return 0;
+}
+
+/*
+ * Log-dirty is on: publish a request above every id a previous toolstack
+ * or the guest left in the header, then tell the guest in xenstore.
+ */
+static int publish(struct pvfree_req *req)
+{
+    xc_interface *xch = req->ctx->xch;
+    uint64_t old_req = pvfree_hdr_request_id(req->hdr);
+    uint64_t old_resp = pvfree_hdr_response_id(req->hdr);
+    struct pvfree_diag diag;
+    char path[128], buf[32], msg[160];
+
+    req->id = pvfree_next_request_id(old_req > old_resp ? old_req : old_resp);
+    if ( !req->id )
+    {
+        WPRINTF("ignoring registration: request ids exhausted (%#"PRIx64")",
+                old_req > old_resp ? old_req : old_resp);
+        return -1;
+    }
+
+    if ( pvfree_publish_request(&req->chan, PVFREE_HF_ZERO_FILL, req->id,
+                                &diag) != PVFREE_OK )
+    {
+        pvfree_diag_format(&diag, msg, sizeof(msg));
+        WPRINTF("unable to publish request %"PRIu64": %s", req->id, msg);
+        return -1;
+    }
+    /* The header stores before the request key (binding 6.2 item 1). */
+    xen_mb();
+
+    snprintf(path, sizeof(path), "%s/%s", req->dom_path, PVFREE_XS_REQUEST);
+    snprintf(buf, sizeof(buf), "%"PRIu64, req->id);
+    if ( !xs_write(req->xsh, XBT_NULL, path, buf, strlen(buf)) )
+    {
+        WPRINTF("unable to write %s: %s", PVFREE_XS_REQUEST, strerror(errno));
+        return -1;
+    }
+
+    return 0;
+}
+
+/*
+ * Wait until the guest answered the request, the registration ends, or the
  * timeout expires.  Returns 0 when answered.
  */
-static int wait_response(struct pvfree_req *req, uint64_t id,
-                         unsigned int timeout_ms, uint64_t *waited_us)
+static int wait_response(struct pvfree_req *req)
 {
     xc_interface *xch = req->ctx->xch;
     char path[128];
     const char *token = "pvfree-response";
-    uint64_t start = now_us(), deadline = start + timeout_ms * UINT64_C(1000);
+    uint64_t start = now_us();
+    uint64_t deadline = start + PVFREE_TIMEOUT_MS * UINT64_C(1000);
     bool watching;
     int rc = -1;
 
@@ -283,7 +478,7 @@ static int wait_response(struct pvfree_req *req, uint64_t id,
         uint64_t now, frame;
         int ms;
 
-        if ( __atomic_load_n(&req->hdr->response_id, __ATOMIC_ACQUIRE) == id )
+        if ( pvfree_response_ready(&req->chan, req->id, NULL) == PVFREE_OK )
         {
             rc = 0;
             break;
@@ -293,7 +488,7 @@ static int wait_response(struct pvfree_req *req, uint64_t id,
              frame != req->header_pfn )
         {
             WPRINTF("registration ended while waiting for request %"PRIu64,
-                    id);
+                    req->id);
             break;
         }
 
@@ -301,7 +496,7 @@ static int wait_response(struct pvfree_req *req, uint64_t id,
         if ( now >= deadline )
         {
             WPRINTF("no response to request %"PRIu64" within %u ms",
-                    id, timeout_ms);
+                    req->id, PVFREE_TIMEOUT_MS);
             break;
         }
 
@@ -325,23 +520,53 @@ static int wait_response(struct pvfree_req *req, uint64_t id,
     if ( watching )
         xs_unwatch(req->xsh, path, token);
 
-    *waited_us = now_us() - start;
+    req->waited_us = now_us() - start;
 
     return rc;
 }
 
-static const char *status_name(uint32_t status)
+/* Read the answer with the shared reader and fill the free map. */
+static int use_response(struct pvfree_req *req)
 {
-    switch ( status )
+    struct xc_sr_context *ctx = req->ctx;
+    xc_interface *xch = ctx->xch;
+    struct pvfree_response *resp = req->resp;
+    struct pvfree_reader reader = {
+        .read = read_guest,
+        .opaque = req,
+        .ram = req->ram,
+        .nr_ram = req->nr_ram,
+        .scratch = req->scratch,
+        .scratch_size = PVFREE_SCRATCH_SIZE,
+        .host_features = PVFREE_HF_ZERO_FILL,
+    };
+    struct pvfree_diag diag;
+    enum pvfree_error err;
+    char msg[160];
+
+    err = pvfree_read_response(&reader, req->chan.header_gpa, req->id, resp,
+                               &diag);
+    if ( err == PVFREE_OK )
+        err = pvfree_for_each_free_run(&reader, resp, mark_run, req, &diag);
+
+    if ( err != PVFREE_OK )
     {
-    case PVFREE_STATUS_NONE:        return "NONE";
-    case PVFREE_STATUS_OK:          return "OK";
-    case PVFREE_STATUS_BUSY:        return "BUSY";
-    case PVFREE_STATUS_NO_SPACE:    return "NO_SPACE";
-    case PVFREE_STATUS_UNSUPPORTED: return "UNSUPPORTED";
-    case PVFREE_STATUS_ABORTED:     return "ABORTED";
-    default:                        return "invalid";
+        /* Anything invalid: skip nothing for this response. */
+        pvfree_diag_format(&diag, msg, sizeof(msg));
+        WPRINTF("rejected response %"PRIu64" (status %s): %s: %s", req->id,
+                pvfree_status_name(resp->status), pvfree_error_name(err),
+                msg);
+        return -1;
     }
+
+    IPRINTF("pvfree: guest answered request %"PRIu64" in %"PRIu64" ms: "
+            "status %s, %lu of %lu pfns free (guest claims %"PRIu64
+            " free, snapshot %"PRIu64" us, max lock hold %u us)",
+            req->id, req->waited_us / 1000, pvfree_status_name(resp->status),
+            req->marked, ctx->save.p2m_size, resp->free_frames,
+            resp->snapshot_us, resp->max_lock_hold_us);
+
+    return 0;
 }
 
 /*
@@ -352,169 +577,28 @@ static void do_request(struct pvfree_req *req)
 {
     struct xc_sr_context *ctx = req->ctx;
     xc_interface *xch = ctx->xch;
-    struct pvfree_reader reader = { 0 };
-    struct pvfree_response *resp = NULL;
-    struct pvfree_diag diag;
-    enum pvfree_error err;
-    uint64_t version, frame, id, old_req, old_resp, waited_us = 0;
-    const char *env;
-    unsigned int timeout_ms = PVFREE_TIMEOUT_MS;
-    char path[128], buf[32], msg[160];
-    void *scratch = NULL;
-    struct {
-        uint32_t magic;
-        uint16_t version;
-        uint16_t header_size;
-    } ident;
 
-    env = getenv("XG_PVFREE_TIMEOUT_MS");
-    if ( env && *env )
-        timeout_ms = strtoul(env, NULL, 0);
-
-    req->xsh = xs_open(0);
-    if ( !req->xsh )
-    {
-        WPRINTF("unable to open xenstore: %s", strerror(errno));
-        return;
-    }
-
-    req->dom_path = xs_get_domain_path(req->xsh, ctx->domid);
-    if ( !req->dom_path )
-    {
-        WPRINTF("unable to get the xenstore path of domain %u", ctx->domid);
-        return;
-    }
-
-    if ( read_key(req, PVFREE_XS_VERSION, &version) ||
-         read_key(req, PVFREE_XS_HEADER_FRAME, &frame) )
-    {
-        IPRINTF("pvfree: no pvfree registration, sending all pages");
-        return;
-    }
-
-    if ( version != PVFREE_VERSION )
-    {
-        WPRINTF("ignoring registration: version %"PRIu64" (supported: %u)",
-                version, PVFREE_VERSION);
-        return;
-    }
-
-    if ( !pfn_is_ram(ctx, frame) )
-    {
-        WPRINTF("ignoring registration: header-frame %#"PRIx64
-                " is not guest RAM (p2m size %#lx)",
-                frame, ctx->save.p2m_size);
-        return;
-    }
-    req->header_pfn = frame;
-
-    req->hdr = map_frames(req, frame, 1, PROT_READ | PROT_WRITE);
-    if ( !req->hdr )
-    {
-        WPRINTF("ignoring registration: unable to map header-frame %#"PRIx64,
-                frame);
-        return;
-    }
-
-    /* Copy the identification once, then check the copy. */
-    memcpy(&ident, req->hdr, sizeof(ident));
-    if ( ident.magic != PVFREE_MAGIC || ident.version != PVFREE_VERSION ||
-         ident.header_size != PVFREE_HEADER_SIZE )
-    {
-        WPRINTF("ignoring registration: bad header at pfn %#"PRIx64
-                " (magic %#x, version %u, size %u)", frame,
-                ident.magic, ident.version, ident.header_size);
-        return;
-    }
-
-    /* Above every id a previous toolstack or the guest left in the header. */
-    old_req = __atomic_load_n(&req->hdr->request_id, __ATOMIC_RELAXED);
-    old_resp = __atomic_load_n(&req->hdr->response_id, __ATOMIC_RELAXED);
-    id = (old_req > old_resp ? old_req : old_resp) + 1;
-    if ( id > PVFREE_MAX_REQUEST_ID )
-    {
-        WPRINTF("ignoring registration: request ids exhausted (%#"PRIx64")",
-                id - 1);
-        return;
-    }
-
-    if ( build_ram_ranges(req) )
+    if ( find_registration(req) )
         return;
 
-    ctx->save.pvfree.free_map = bitmap_alloc(ctx->save.p2m_size);
-    scratch = malloc(PVFREE_SCRATCH_SIZE);
-    resp = malloc(sizeof(*resp));
-    if ( !ctx->save.pvfree.free_map || !scratch || !resp )
+    if ( prepare(req) || publish(req) || wait_response(req) ||
+         use_response(req) )
     {
-        ERROR("pvfree: unable to allocate the free map");
-        goto fail;
+        free(ctx->save.pvfree.free_map);
+        ctx->save.pvfree.free_map = NULL;
+        IPRINTF("pvfree: waited %"PRIu64" ms, not skipping any page",
+                req->waited_us / 1000);
     }
-
-    /* Log-dirty is on: publish the request. */
-    req->hdr->host_features = PVFREE_HF_ZERO_FILL;
-    __atomic_store_n(&req->hdr->request_id, id, __ATOMIC_RELEASE);
-    xen_mb();
-
-    snprintf(path, sizeof(path), "%s/%s", req->dom_path, PVFREE_XS_REQUEST);
-    snprintf(buf, sizeof(buf), "%"PRIu64, id);
-    if ( !xs_write(req->xsh, XBT_NULL, path, buf, strlen(buf)) )
-    {
-        WPRINTF("unable to write %s: %s", PVFREE_XS_REQUEST, strerror(errno));
-        goto fail;
-    }
-
-    if ( wait_response(req, id, timeout_ms, &waited_us) )
-        goto fail;
-
-    reader.read = read_guest;
-    reader.opaque = req;
-    reader.ram = req->ram;
-    reader.nr_ram = req->nr_ram;
-    reader.scratch = scratch;
-    reader.scratch_size = PVFREE_SCRATCH_SIZE;
-    reader.host_features = PVFREE_HF_ZERO_FILL;
-
-    err = pvfree_read_response(&reader, (uint64_t)frame << PVFREE_FRAME_SHIFT,
-                               id, resp, &diag);
-    if ( err == PVFREE_OK )
-        err = pvfree_for_each_free_run(&reader, resp, mark_run, req, &diag);
-
-    if ( err != PVFREE_OK )
-    {
-        /* Anything invalid: skip nothing for this response. */
-        pvfree_diag_format(&diag, msg, sizeof(msg));
-        WPRINTF("rejected response %"PRIu64" (status %s): %s: %s", id,
-                status_name(resp->status), pvfree_error_name(err), msg);
-        goto fail;
-    }
-
-    IPRINTF("pvfree: guest answered request %"PRIu64" in %"PRIu64" ms: "
-            "status %s, %lu of %lu pfns free (guest claims %"PRIu64
-            " free, snapshot %"PRIu64" us, max lock hold %u us)",
-            id, waited_us / 1000, status_name(resp->status), req->marked,
-            ctx->save.p2m_size, resp->free_frames, resp->snapshot_us,
-            resp->max_lock_hold_us);
-    goto out;
-
- fail:
-    free(ctx->save.pvfree.free_map);
-    ctx->save.pvfree.free_map = NULL;
-    IPRINTF("pvfree: waited %"PRIu64" ms, not skipping any page",
-            waited_us / 1000);
- out:
-    free(resp);
-    free(scratch);
 }
 
 void pvfree_save_request(struct xc_sr_context *ctx)
 {
     xc_interface *xch = ctx->xch;
     struct pvfree_req req = { .ctx = ctx };
-    const char *env = getenv("XG_PVFREE");
 
-    if ( env && !strcmp(env, "off") )
+    if ( ctx->save.pvfree.disabled )
     {
-        DPRINTF("pvfree: disabled by XG_PVFREE=off");
+        DPRINTF("pvfree: disabled by XCFLAGS_NO_PVFREE");
         return;
     }
 
@@ -525,6 +609,8 @@ void pvfree_save_request(struct xc_sr_context *ctx)
 
     if ( req.hdr )
         xenforeignmemory_unmap(xch->fmem, req.hdr, 1);
+    free(req.resp);
+    free(req.scratch);
     free(req.ram);
     free(req.dom_path);
     xs_close(req.xsh);

@@ -1,0 +1,1 @@
+../../../../host/pvfree-protocol.h
