@@ -63,17 +63,22 @@ struct pvfree_storage {
 	struct pvfree_extent ext[PVFREE_INLINE_EXTENTS];
 };
 
+/* The figures of one response, as written into the header. */
+struct pvfree_response_stats {
+	u64 request_id;
+	u32 status;
+	u8 content;
+	u64 free_frames;
+	u64 snapshot_us;
+	u32 max_lock_hold_us;
+};
+
 /* What debugfs shows: the state and the figures of the last response. */
 struct pvfree_stats {
 	bool registered;
 	bool answering;
 	u64 requests;
-	u64 last_request_id;
-	u32 last_status;
-	u8 content;
-	u64 free_frames;
-	u64 snapshot_us;
-	u32 max_lock_hold_us;
+	struct pvfree_response_stats last;
 	u64 batches;
 	u64 entries;
 	u64 pcp_frames;

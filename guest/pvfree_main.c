@@ -101,27 +101,22 @@ static u32 pvfree_snapshot(struct pvfree *pv, struct pvfree_storage *st,
 	return PVFREE_STATUS_OK;
 }
 
-static void pvfree_account(struct pvfree *pv, u64 id, u32 status,
-			   u8 content, u64 free_frames, u64 snapshot_us,
-			   u32 max_hold_us, const struct pvfree_walk *w)
+static void pvfree_account(struct pvfree *pv,
+			   const struct pvfree_response_stats *resp,
+			   const struct pvfree_walk *w)
 {
 	struct pvfree_stats *s = &pv->stats;
 
 	spin_lock(&pv->stats_lock);
 	s->answering = false;
 	s->requests++;
-	s->last_request_id = id;
-	s->last_status = status;
-	s->content = content;
-	s->free_frames = free_frames;
-	s->snapshot_us = snapshot_us;
-	s->max_lock_hold_us = max_hold_us;
+	s->last = *resp;
 	s->batches = w->batches;
 	s->entries = w->entries;
 	s->pcp_frames = pvfree_pfn_to_frame(w->pcp_pages);
 	s->out_of_range = w->out_of_range;
-	if (status < ARRAY_SIZE(s->status))
-		s->status[status]++;
+	if (resp->status < ARRAY_SIZE(s->status))
+		s->status[resp->status]++;
 	spin_unlock(&pv->stats_lock);
 }
 
@@ -136,9 +131,9 @@ static bool pvfree_answer(struct pvfree *pv, u64 id, ktime_t t0)
 	struct pvfree_header *hdr = pv->hdr;
 	struct pvfree_walk w = { };
 	unsigned long start, end;
-	u64 hf, needs, free_frames = 0, snapshot_us, hold_us;
-	u8 content, poison;
-	u32 status;
+	struct pvfree_response_stats resp = { .request_id = id };
+	u64 hf, needs;
+	u8 poison;
 
 	spin_lock(&pv->stats_lock);
 	pv->stats.answering = true;
@@ -149,19 +144,19 @@ static bool pvfree_answer(struct pvfree *pv, u64 id, ktime_t t0)
 	/* response_id = 0 is visible before any other response write. */
 	smp_wmb();
 
-	content = pvfree_content(&poison, &needs);
+	resp.content = pvfree_content(&poison, &needs);
 	if (READ_ONCE(pv->stopping))
-		status = PVFREE_STATUS_ABORTED;
+		resp.status = PVFREE_STATUS_ABORTED;
 	else if ((hf & needs) != needs)
-		status = PVFREE_STATUS_UNSUPPORTED;
+		resp.status = PVFREE_STATUS_UNSUPPORTED;
 	else if (!pvfree_ram_span(&start, &end) ||
 		 !pvfree_storage_covers(st, start, end))
-		status = PVFREE_STATUS_NO_SPACE;
+		resp.status = PVFREE_STATUS_NO_SPACE;
 	else
-		status = pvfree_snapshot(pv, st, &w, &free_frames);
+		resp.status = pvfree_snapshot(pv, st, &w, &resp.free_frames);
 
 	/* Only the latest request needs an answer. */
-	if (status != PVFREE_STATUS_ABORTED &&
+	if (resp.status != PVFREE_STATUS_ABORTED &&
 	    le64_to_cpu(READ_ONCE(hdr->request_id)) != id) {
 		spin_lock(&pv->stats_lock);
 		pv->stats.answering = false;
@@ -169,8 +164,8 @@ static bool pvfree_answer(struct pvfree *pv, u64 id, ktime_t t0)
 		return false;
 	}
 
-	hdr->status = cpu_to_le32(status);
-	hdr->content = content;
+	hdr->status = cpu_to_le32(resp.status);
+	hdr->content = resp.content;
 	hdr->poison = poison;
 	hdr->reserved0 = 0;
 	if (st) {
@@ -185,15 +180,15 @@ static bool pvfree_answer(struct pvfree *pv, u64 id, ktime_t t0)
 		hdr->nr_extents = 0;
 		hdr->table_extents = 0;
 	}
-	if (status != PVFREE_STATUS_OK)
-		free_frames = 0;
-	hold_us = min_t(u64, U32_MAX,
-			div_u64(w.max_hold_ns + NSEC_PER_USEC - 1,
-				NSEC_PER_USEC));
-	snapshot_us = ktime_us_delta(ktime_get(), t0);
-	hdr->free_frames = cpu_to_le64(free_frames);
-	hdr->snapshot_us = cpu_to_le64(snapshot_us);
-	hdr->max_lock_hold_us = cpu_to_le32(hold_us);
+	if (resp.status != PVFREE_STATUS_OK)
+		resp.free_frames = 0;
+	resp.max_lock_hold_us = min_t(u64, U32_MAX,
+				      div_u64(w.max_hold_ns + NSEC_PER_USEC - 1,
+					      NSEC_PER_USEC));
+	resp.snapshot_us = ktime_us_delta(ktime_get(), t0);
+	hdr->free_frames = cpu_to_le64(resp.free_frames);
+	hdr->snapshot_us = cpu_to_le64(resp.snapshot_us);
+	hdr->max_lock_hold_us = cpu_to_le32(resp.max_lock_hold_us);
 	hdr->reserved1 = 0;
 
 	/* Everything above is visible before response_id. */
@@ -205,18 +200,17 @@ static bool pvfree_answer(struct pvfree *pv, u64 id, ktime_t t0)
 		pv->transport->notify(pv, id);
 	mutex_unlock(&pv->reg_lock);
 
-	pvfree_account(pv, id, status, content, free_frames, snapshot_us,
-		       hold_us, &w);
-	if (status == PVFREE_STATUS_ABORTED)
+	pvfree_account(pv, &resp, &w);
+	if (resp.status == PVFREE_STATUS_ABORTED)
 		dev_info(pv->dev, "request %llu aborted after %llu batches\n",
 			 id, w.batches);
 	/* Try again to cover RAM, outside the request path. */
-	if (status == PVFREE_STATUS_NO_SPACE && !READ_ONCE(pv->stopping))
+	if (resp.status == PVFREE_STATUS_NO_SPACE && !READ_ONCE(pv->stopping))
 		pvfree_grow_later(pv);
 	dev_dbg(pv->dev,
-		"request %llu: status %u content %u, %llu free frames, %llu us, %llu batches, max hold %llu us\n",
-		id, status, content, free_frames, snapshot_us, w.batches,
-		hold_us);
+		"request %llu: status %u content %u, %llu free frames, %llu us, %llu batches, max hold %u us\n",
+		id, resp.status, resp.content, resp.free_frames,
+		resp.snapshot_us, w.batches, resp.max_lock_hold_us);
 	return true;
 }
 
@@ -288,12 +282,12 @@ static int pvfree_stats_show(struct seq_file *m, void *v)
 	seq_printf(m, "registered: %d\n", s.registered);
 	seq_printf(m, "answering: %d\n", s.answering);
 	seq_printf(m, "requests: %llu\n", s.requests);
-	seq_printf(m, "last_request_id: %llu\n", s.last_request_id);
-	seq_printf(m, "last_status: %u\n", s.last_status);
-	seq_printf(m, "content: %u\n", s.content);
-	seq_printf(m, "free_frames: %llu\n", s.free_frames);
-	seq_printf(m, "snapshot_us: %llu\n", s.snapshot_us);
-	seq_printf(m, "max_lock_hold_us: %u\n", s.max_lock_hold_us);
+	seq_printf(m, "last_request_id: %llu\n", s.last.request_id);
+	seq_printf(m, "last_status: %u\n", s.last.status);
+	seq_printf(m, "content: %u\n", s.last.content);
+	seq_printf(m, "free_frames: %llu\n", s.last.free_frames);
+	seq_printf(m, "snapshot_us: %llu\n", s.last.snapshot_us);
+	seq_printf(m, "max_lock_hold_us: %u\n", s.last.max_lock_hold_us);
 	seq_printf(m, "batches: %llu\n", s.batches);
 	seq_printf(m, "entries: %llu\n", s.entries);
 	seq_printf(m, "pcp_frames: %llu\n", s.pcp_frames);

@@ -82,12 +82,10 @@ enum pvfree_error pvfree_diag_set(struct pvfree_diag *diag,
                                   uint64_t nr_frames)
 {
     if (diag) {
-        diag->error = error;
-        diag->field = field;
-        diag->value = value;
-        diag->index = index;
-        diag->expected = expected;
-        diag->nr_frames = nr_frames;
+        *diag = (struct pvfree_diag) {
+            .error = error, .field = field, .value = value, .index = index,
+            .expected = expected, .nr_frames = nr_frames,
+        };
     }
     return error;
 }

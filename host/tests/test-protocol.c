@@ -108,11 +108,10 @@ static int setup(void **state)
     g->img.size = (uint64_t)GUEST_FRAMES * FRAME;
     g->img.mem = calloc(1, g->img.size);
     assert_non_null(g->img.mem);
-    g->chan.read = guest_read;
-    g->chan.write = guest_write;
-    g->chan.wmb = guest_barrier;
-    g->chan.opaque = g;
-    g->chan.header_gpa = HEADER_GPA;
+    g->chan = (struct pvfree_channel) {
+        .read = guest_read, .write = guest_write, .wmb = guest_barrier,
+        .opaque = g, .header_gpa = HEADER_GPA,
+    };
     register_header(g);
     *state = g;
     return 0;
