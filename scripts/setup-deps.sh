@@ -6,7 +6,7 @@
 # apt source was added or a package is missing, and adds deb-src/backports
 # entries only when asked for the parts that need them.
 #
-# usage: scripts/setup-deps.sh [base] [kvm] [xen] [kernel-src] [bench]
+# usage: scripts/setup-deps.sh [base] [kvm] [xen] [kernel-src] [bench] [libvirt]
 set -euo pipefail
 
 SOURCES=/etc/apt/sources.list.d/pvfree.sources
@@ -35,6 +35,7 @@ apt_update_once() {
 }
 
 pkgs=()
+want_bpo=()
 want() { pkgs+=("$@"); }
 
 for g in "${groups[@]}"; do
@@ -57,7 +58,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
 		     libfdt-dev flex bison ninja-build seabios qemu-system-data \
 		     busybox-static cpio kmod linux-headers-amd64 \
 		     linux-headers-cloud-amd64 gcc-12 bc libelf-dev xz-utils
-		want_bpo=(meson) ;;
+		want_bpo+=(meson) ;;
 	xen)
 		add_source bookworm-src "Types: deb-src
 URIs: http://deb.debian.org/debian
@@ -78,6 +79,17 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
 		want linux-source-6.1 bc libelf-dev libssl-dev flex bison ;;
 	bench)
 		want gnuplot-nox ;;
+	libvirt)
+		# tests/libvirt: libvirt 11.3 (bookworm's 9.0 predates QEMU
+		# 10.0's QMP); libvirtd runs directly, there is no systemd.
+		add_source backports "Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+		want seabios qemu-system-data busybox-static cpio kmod
+		want_bpo+=(libvirt-daemon libvirt-daemon-driver-qemu
+			   libvirt-clients) ;;
 	*)
 		echo "setup-deps: unknown group '$g'" >&2; exit 2 ;;
 	esac
