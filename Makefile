@@ -12,7 +12,7 @@ export PVFREE_CACHE
 FUZZ_SECONDS ?= 60
 
 .PHONY: all deps host guest qemu test unit-test fuzz fuzz-short \
-	guest-check kvm-test xen-test demo bench bench-full clean
+	guest-check kvm-test xen-test libvirt-test demo bench bench-full clean
 
 all: host guest
 
@@ -47,6 +47,12 @@ kvm-test: deps qemu
 xen-test: deps qemu
 	scripts/setup-deps.sh xen
 	tests/xen/run-migrate $(XEN_TEST_ARGS)
+
+# pvfree under libvirt (tests/libvirt, docs/libvirt.md): two libvirtd
+# daemons on this machine, `virsh migrate --live`, ~2 min.
+libvirt-test: deps qemu
+	scripts/setup-deps.sh libvirt
+	tests/libvirt/run-tests $(LIBVIRT_TEST_ARGS)
 
 test: deps
 	scripts/run-all-tests
