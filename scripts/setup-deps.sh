@@ -7,6 +7,7 @@
 # entries only when asked for the parts that need them.
 #
 # usage: scripts/setup-deps.sh [base] [kvm] [xen] [kernel-src] [bench] [libvirt]
+#                              [libvirt-src]
 set -euo pipefail
 
 SOURCES=/etc/apt/sources.list.d/pvfree.sources
@@ -90,6 +91,19 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
 		want seabios qemu-system-data busybox-static cpio kmod
 		want_bpo+=(libvirt-daemon libvirt-daemon-driver-qemu
 			   libvirt-clients) ;;
+	libvirt-src)
+		# hv-kvm/libvirt/build-libvirt.sh: trixie's libvirt 11.3 source,
+		# only what the QEMU driver needs.
+		add_source trixie-src "Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+		want dpkg-dev ninja-build pkg-config libglib2.0-dev \
+		     libgnutls28-dev libxml2-dev libxml2-utils xsltproc \
+		     libtirpc-dev libjson-c-dev libnl-3-dev libnl-route-3-dev \
+		     python3-docutils gcc
+		want_bpo+=(meson) ;;
 	*)
 		echo "setup-deps: unknown group '$g'" >&2; exit 2 ;;
 	esac
