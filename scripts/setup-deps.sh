@@ -6,7 +6,8 @@
 # apt source was added or a package is missing, and adds deb-src/backports
 # entries only when asked for the parts that need them.
 #
-# usage: scripts/setup-deps.sh [base] [kvm] [xen] [kernel-src] [bench]
+# usage: scripts/setup-deps.sh [base] [kvm] [xen] [kernel-src] [bench] [libvirt]
+#                              [libvirt-src]
 set -euo pipefail
 
 SOURCES=/etc/apt/sources.list.d/pvfree.sources
@@ -35,6 +36,7 @@ apt_update_once() {
 }
 
 pkgs=()
+want_bpo=()
 want() { pkgs+=("$@"); }
 
 for g in "${groups[@]}"; do
@@ -57,7 +59,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
 		     libfdt-dev flex bison ninja-build seabios qemu-system-data \
 		     busybox-static cpio kmod linux-headers-amd64 \
 		     linux-headers-cloud-amd64 gcc-12 bc libelf-dev xz-utils
-		want_bpo=(meson) ;;
+		want_bpo+=(meson) ;;
 	xen)
 		add_source bookworm-src "Types: deb-src
 URIs: http://deb.debian.org/debian
@@ -78,6 +80,30 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
 		want linux-source-6.1 bc libelf-dev libssl-dev flex bison ;;
 	bench)
 		want gnuplot-nox ;;
+	libvirt)
+		# tests/libvirt: libvirt 11.3 (bookworm's 9.0 predates QEMU
+		# 10.0's QMP); libvirtd runs directly, there is no systemd.
+		add_source backports "Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+		want seabios qemu-system-data busybox-static cpio kmod
+		want_bpo+=(libvirt-daemon libvirt-daemon-driver-qemu
+			   libvirt-clients) ;;
+	libvirt-src)
+		# hv-kvm/libvirt/build-libvirt.sh: trixie's libvirt 11.3 source,
+		# only what the QEMU driver needs.
+		add_source trixie-src "Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+		want dpkg-dev ninja-build pkg-config libglib2.0-dev \
+		     libgnutls28-dev libxml2-dev libxml2-utils xsltproc \
+		     libtirpc-dev libjson-c-dev libnl-3-dev libnl-route-3-dev \
+		     python3-docutils gcc
+		want_bpo+=(meson) ;;
 	*)
 		echo "setup-deps: unknown group '$g'" >&2; exit 2 ;;
 	esac

@@ -69,7 +69,8 @@ def scenarios(mem):
                  append="page_poison=1", dirty_mib=mem // 2,
                  expect_skipped="==0", expect_content=3,
                  # spec §8.3: the guest SHOULD answer UNSUPPORTED itself
-                 expect_status=("guest-status-4", "unsupported-content")),
+                 expect_status=("guest-status", "unsupported-content"),
+                 expect_guest_status=4),     # PVFREE_STATUS_UNSUPPORTED
         Scenario("idle-6.12", flavour="cloud-6.12", mem_mb=mem,
                  expect_skipped=">0", expect_status="ok"),
         Scenario("post-workload-6.12", flavour="cloud-6.12", mem_mb=mem,

@@ -184,6 +184,21 @@ class Qmp:
     def hmp(self, line):
         return self.cmd("human-monitor-command", {"command-line": line})
 
+    def wait_event(self, name, timeout, pred=lambda e: True):
+        """Wait up to TIMEOUT s for event NAME for which PRED(event) holds
+        (also among those kept in .events); returns it and forgets it."""
+        deadline = time.time() + timeout
+        while True:
+            for e in self.events:
+                if e.get("event") == name and pred(e):
+                    self.events.remove(e)
+                    return e
+            resp = self._read(max(deadline - time.time(), 0.01))
+            if "event" in resp:
+                self.events.append(resp)
+                self.logf.write(f"QMP event {json.dumps(resp)}\n")
+                self.logf.flush()
+
     def close(self):
         if self.sock:
             self.sock.close()

@@ -140,6 +140,93 @@ def _query_pvfree(sc, src, r, progress, suffix=""):
         r["failures"].append(fail_msg + suffix)
 
 
+def prepare(sc, vm, r, progress=log):
+    """Boot VM's guest (already started) and prepare its memory as SC says:
+    driver, balloon modules, dirty, hold and the other workload daemons.
+    Records boot time, MemFree and per-CPU pages in R; returns the names of
+    the daemons that check_destination() verifies."""
+    t0 = time.time()
+    rel = vm.wait_boot(BOOT_TIMEOUT)
+    r["boot_s"] = time.time() - t0
+    c = vm.console
+    progress(f"  [{sc.name}] booted {rel} in {r['boot_s']:.1f} s")
+    if sc.device == "balloon":
+        c.run("loadmod virtio_pci && loadmod virtio_balloon")
+    if sc.device == "pvfree" and sc.driver:
+        c.run("insmod /lib/pvfree-modules/pvfree.ko")
+        registered(vm)
+    if sc.dirty_mib:
+        t1 = time.time()
+        _, out = c.run(f"pvfree-workload dirty {sc.dirty_mib}", timeout=900)
+        progress(f"  [{sc.name}] dirtied {sc.dirty_mib} MiB and freed it "
+                 f"({time.time() - t1:.1f} s)")
+    daemons = ["hold"]
+    c.run(f"pvfree-workload hold {sc.hold_mib} -d -p /run/hold.pid "
+          f"-r /run/hold.res -w {sc.writer_mib}", timeout=300)
+    if sc.fragment_mib:
+        t1 = time.time()
+        _, out = c.run(f"pvfree-workload fragment {sc.fragment_mib} -d "
+                       f"-p /run/fragment.pid -r /run/fragment.res -w 0",
+                       timeout=900)
+        daemons.append("fragment")
+        progress(f"  [{sc.name}] fragmented {sc.fragment_mib} MiB "
+                 f"({time.time() - t1:.1f} s): {out.strip()}")
+    if sc.churn:
+        c.run("pvfree-workload churn -d -p /run/churn.pid "
+              "-r /run/churn.res -m 64")
+        daemons.append("churn")
+    if sc.files_mib:
+        c.run(f"pvfree-workload files /run/fc {sc.files_mib} -d "
+              "-p /run/files.pid -r /run/files.res -m 64", timeout=300)
+        daemons.append("files")
+    _, out = c.run("cat /proc/meminfo")
+    mi = checks.parse_kv(out)
+    r["guest_memfree_mib"] = int(mi.get("MemFree", "0 kB").split()[0]) // 1024
+    if sc.settle_s:
+        c.run(f"sleep {sc.settle_s}", timeout=sc.settle_s + 60)
+    # free pages parked on per-CPU lists (not in MemFree): record how
+    # many there are, to compare with the driver's pcp_frames
+    _, out = c.run("grep -E '^ +count: ' /proc/zoneinfo", check=False)
+    r["guest_pcp_pages"] = sum(int(l.split()[1]) for l in out.splitlines()
+                               if l.strip().startswith("count:"))
+    progress(f"  [{sc.name}] guest MemFree {r['guest_memfree_mib']} MiB "
+             f"({r['guest_pcp_pages']} pages on per-CPU lists); "
+             f"migrating")
+    return daemons
+
+
+def check_expectations(sc, r, fail):
+    """SC's expectations (pages skipped, last-status and the guest's
+    status code, guest content) against what R recorded of the first
+    migration."""
+    if sc.expect_skipped == ">0" and not (r.get("skipped") or 0) > 0:
+        fail(f"pages-skipped {r.get('skipped')} (expected > 0, "
+             f"last-status {r.get('last_status')})")
+    if sc.expect_skipped == ">0" and (r.get("skipped") or 0) > 0:
+        # most of what the guest had free must have been skipped
+        free_pages = r["guest_memfree_mib"] * 256
+        if r["skipped"] < free_pages // 2:
+            fail(f"pages-skipped {r['skipped']} < half the guest's free "
+                 f"pages before migration ({free_pages})")
+    if sc.expect_skipped == "==0" and r.get("skipped") != 0:
+        fail(f"pages-skipped {r.get('skipped')} (expected 0)")
+    want = sc.expect_status
+    if isinstance(want, str):
+        want = (want,)
+    if want and r.get("last_status") not in want:
+        fail(f"last-status {r.get('last_status')!r} "
+             f"(expected {' or '.join(want)})")
+    if (sc.expect_guest_status is not None and
+            r.get("last_status") == "guest-status" and
+            r.get("last_guest_status") != sc.expect_guest_status):
+        fail(f"last-guest-status {r.get('last_guest_status')!r} "
+             f"(expected {sc.expect_guest_status})")
+    if sc.expect_content is not None:
+        got = (r.get("guest_stats") or {}).get("content")
+        if got != str(sc.expect_content):
+            fail(f"guest content {got} (expected {sc.expect_content})")
+
+
 def run(sc, qemu, progress=log):
     """Returns a result dict; r['failures'] lists what went wrong."""
     r = {"name": sc.name, "label": sc.label, "flavour": sc.flavour,
@@ -163,53 +250,7 @@ def run(sc, qemu, progress=log):
         dst = h.Vm("dst", incoming=True, **common)
         src.start()
         dst.start()
-        t0 = time.time()
-        rel = src.wait_boot(BOOT_TIMEOUT)
-        r["boot_s"] = time.time() - t0
-        c = src.console
-        progress(f"  [{sc.name}] booted {rel} in {r['boot_s']:.1f} s")
-        if sc.device == "balloon":
-            c.run("loadmod virtio_pci && loadmod virtio_balloon")
-        if sc.device == "pvfree" and sc.driver:
-            c.run("insmod /lib/pvfree-modules/pvfree.ko")
-            registered(src)
-        if sc.dirty_mib:
-            t1 = time.time()
-            _, out = c.run(f"pvfree-workload dirty {sc.dirty_mib}", timeout=900)
-            progress(f"  [{sc.name}] dirtied {sc.dirty_mib} MiB and freed it "
-                     f"({time.time() - t1:.1f} s)")
-        daemons = ["hold"]
-        c.run(f"pvfree-workload hold {sc.hold_mib} -d -p /run/hold.pid "
-              f"-r /run/hold.res -w {sc.writer_mib}", timeout=300)
-        if sc.fragment_mib:
-            t1 = time.time()
-            _, out = c.run(f"pvfree-workload fragment {sc.fragment_mib} -d "
-                           f"-p /run/fragment.pid -r /run/fragment.res -w 0",
-                           timeout=900)
-            daemons.append("fragment")
-            progress(f"  [{sc.name}] fragmented {sc.fragment_mib} MiB "
-                     f"({time.time() - t1:.1f} s): {out.strip()}")
-        if sc.churn:
-            c.run("pvfree-workload churn -d -p /run/churn.pid "
-                  "-r /run/churn.res -m 64")
-            daemons.append("churn")
-        if sc.files_mib:
-            c.run(f"pvfree-workload files /run/fc {sc.files_mib} -d "
-                  "-p /run/files.pid -r /run/files.res -m 64", timeout=300)
-            daemons.append("files")
-        _, out = c.run("cat /proc/meminfo")
-        mi = checks.parse_kv(out)
-        r["guest_memfree_mib"] = int(mi.get("MemFree", "0 kB").split()[0]) // 1024
-        if sc.settle_s:
-            c.run(f"sleep {sc.settle_s}", timeout=sc.settle_s + 60)
-        # free pages parked on per-CPU lists (not in MemFree): record how
-        # many there are, to compare with the driver's pcp_frames
-        _, out = c.run("grep -E '^ +count: ' /proc/zoneinfo", check=False)
-        r["guest_pcp_pages"] = sum(int(l.split()[1]) for l in out.splitlines()
-                                   if l.strip().startswith("count:"))
-        progress(f"  [{sc.name}] guest MemFree {r['guest_memfree_mib']} MiB "
-                 f"({r['guest_pcp_pages']} pages on per-CPU lists); "
-                 f"migrating ({sc.transport})")
+        daemons = prepare(sc, src, r, progress)
 
         m = h.migrate(src, dst, sc.transport, timeout=sc.timeout,
                       progress=progress, tag=f"[{sc.name}] ", caps=sc.caps)
@@ -219,32 +260,7 @@ def run(sc, qemu, progress=log):
 
         check_destination(sc, r, dst, daemons, fail, progress, wd)
 
-        if sc.expect_skipped == ">0" and not (r.get("skipped") or 0) > 0:
-            fail(f"pages-skipped {r.get('skipped')} (expected > 0, "
-                 f"last-status {r.get('last_status')})")
-        if sc.expect_skipped == ">0" and (r.get("skipped") or 0) > 0:
-            # most of what the guest had free must have been skipped
-            free_pages = r["guest_memfree_mib"] * 256
-            if r["skipped"] < free_pages // 2:
-                fail(f"pages-skipped {r['skipped']} < half the guest's free "
-                     f"pages before migration ({free_pages})")
-        if sc.expect_skipped == "==0" and r.get("skipped") != 0:
-            fail(f"pages-skipped {r.get('skipped')} (expected 0)")
-        want = sc.expect_status
-        if isinstance(want, str):
-            want = (want,)
-        if want and r.get("last_status") not in want:
-            fail(f"last-status {r.get('last_status')!r} "
-                 f"(expected {' or '.join(want)})")
-        if (sc.expect_guest_status is not None and
-                r.get("last_status") == "guest-status" and
-                r.get("last_guest_status") != sc.expect_guest_status):
-            fail(f"last-guest-status {r.get('last_guest_status')!r} "
-                 f"(expected {sc.expect_guest_status})")
-        if sc.expect_content is not None:
-            got = (r.get("guest_stats") or {}).get("content")
-            if got != str(sc.expect_content):
-                fail(f"guest content {got} (expected {sc.expect_content})")
+        check_expectations(sc, r, fail)
         # further hops: the destination becomes the source (registration
         # and request ids must survive migration)
         for hop in range(2, sc.hops + 1):
