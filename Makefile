@@ -31,14 +31,21 @@ qemu: deps
 	hv-kvm/build-qemu.sh
 
 # The upstream-style patch series (git format-patch output and a series
-# file) for QEMU and Xen: hv-*/patches plus the new files of hv-kvm/qemu/
-# and hv-xen/xen/, on the pristine upstream source.
+# file) for QEMU, Xen and libvirt: the patches plus the new files of
+# hv-kvm/qemu/, hv-xen/xen/ and hv-kvm/libvirt/libvirt/, on the pristine
+# upstream source, in build/series/.
 series: deps
 	scripts/make-series --tarball "$$(hv-kvm/build-qemu.sh --print-tarball)" \
 		--overlay hv-kvm/qemu --patches hv-kvm/patches --out build/series/qemu
 	scripts/setup-deps.sh xen
 	scripts/make-series --tarball "$$(hv-xen/build-xen-tools.sh --print-tarball)" \
 		--overlay hv-xen/xen --patches hv-xen/patches --out build/series/xen
+	@# build-libvirt.sh downloads the tarball on its first (cached) build.
+	ls $(PVFREE_CACHE)/src/libvirt_*.orig.tar.xz >/dev/null 2>&1 || \
+		hv-kvm/libvirt/build-libvirt.sh >/dev/null
+	scripts/make-series --tarball "$$(ls $(PVFREE_CACHE)/src/libvirt_*.orig.tar.xz | sort -V | tail -n 1)" \
+		--overlay hv-kvm/libvirt/libvirt --patches hv-kvm/libvirt/patches \
+		--out build/series/libvirt
 
 unit-test: deps
 	$(MAKE) -C host test
