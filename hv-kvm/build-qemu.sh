@@ -7,8 +7,9 @@
 # progress goes to stderr.  The result is cached in
 # $PVFREE_CACHE/qemu-<hash>/, where <hash> covers the Debian source version,
 # the series file and every patch, every file of hv-kvm/qemu/ (pvfree's new
-# QEMU files, and links to include/pvfree/abi.h and the host library),
-# this script and the configure flags.  A cache hit takes seconds.
+# QEMU files, and links to include/pvfree/abi.h and the host library; see
+# scripts/build-lib.sh), this script and the configure flags.  A cache
+# hit takes seconds.
 #
 # The tree is Debian's source with hv-kvm/qemu/ copied over it (links
 # followed), then the patches of hv-kvm/patches/series, which change only
@@ -29,9 +30,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 top=$(cd "$here/.." && pwd)
-cache=${PVFREE_CACHE:-$HOME/.cache/pvfree}
-jobs=${PVFREE_JOBS:-2}
-lock=/tmp/pvfree-heavy.lock
+# shellcheck source=../scripts/build-lib.sh
+. "$top/scripts/build-lib.sh"		# cache, jobs, lock, series_*
 
 log() { echo "build-qemu: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -47,27 +47,8 @@ configure_flags=(
 	--disable-werror
 )
 
-overlay=$here/qemu
-series=$here/patches/series
-
-patches=()
-if [ -f "$series" ]; then
-	while read -r p _; do
-		case "$p" in ''|'#'*) continue ;; esac
-		[ -f "$here/patches/$p" ] || die "series lists missing patch $p"
-		patches+=("$here/patches/$p")
-	done < "$series"
-fi
-# pvfree's new files, as paths below $overlay; a link that leads nowhere
-# (a moved host/ file) is an error here, not a compile error later.
-overlay_files=()
-if [ ${#patches[@]} -gt 0 ]; then
-	mapfile -t overlay_files < <(cd "$overlay" &&
-		find . -type f -o -type l | sed 's|^\./||' | sort)
-	for f in "${overlay_files[@]}"; do
-		[ -e "$overlay/$f" ] || die "$overlay/$f is a dangling link"
-	done
-fi
+series_read "$here/patches" "$here/qemu"
+patches=("${series_patches[@]}")
 
 # --- the Debian source version -------------------------------------------
 discover_version() {
@@ -104,12 +85,7 @@ key() {
 		echo "version $ver"
 		echo "configure ${configure_flags[*]}"
 		sha256sum "$0" | awk '{print $1}'
-		[ -f "$series" ] && sha256sum "$series" | awk '{print $1}'
-		for p in "${patches[@]}"; do sha256sum "$p" | awk '{print $1}'; done
-		# Paths too: moving a file changes the tree.
-		for f in "${overlay_files[@]}"; do
-			echo "$f $(sha256sum < "$overlay/$f" | cut -c1-64)"
-		done
+		series_inputs
 	} | sha256sum | cut -c1-16
 }
 # --- source: download once, unpack with Debian's patches -------------------
@@ -168,16 +144,8 @@ rm -rf "$tree" "$out/bin" "$out/.complete"
 log "unpacking $dsc (with Debian's patches)"
 dpkg-source --no-check -x "$dsc" "$tree" >&2
 
-# pvfree's new files, at their places in the tree.
-for f in "${overlay_files[@]}"; do
-	install -D -m 0644 "$overlay/$f" "$tree/$f"
-done
-
-for p in "${patches[@]}"; do
-	log "applying $(basename "$p")"
-	patch -d "$tree" -p1 --batch --quiet < "$p" >&2 ||
-		die "patch $(basename "$p") does not apply"
-done
+# pvfree's new files at their places in the tree, then the patches.
+series_apply "$tree"
 
 mkdir -p "$tree/build"
 log "configure ${configure_flags[*]}"

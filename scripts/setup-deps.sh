@@ -26,6 +26,14 @@ add_source() {	# add_source NAME STANZA
 	fi
 }
 
+add_debian_source() {	# add_debian_source NAME TYPE SUITE: Debian's main
+	add_source "$1" "Types: $2
+URIs: http://deb.debian.org/debian
+Suites: $3
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+}
+
 apt_update_once() {
 	if [ "$need_update" = 1 ] || [ ! -d /var/lib/apt/lists ] ||
 	   [ -z "$(ls /var/lib/apt/lists/*_Packages* 2>/dev/null)" ]; then
@@ -45,27 +53,15 @@ for g in "${groups[@]}"; do
 		want build-essential libcmocka-dev clang llvm libclang-rt-14-dev \
 		     python3 pkg-config ;;
 	kvm)
-		add_source backports "Types: deb
-URIs: http://deb.debian.org/debian
-Suites: bookworm-backports
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
-		add_source trixie-src "Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: trixie
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+		add_debian_source backports deb bookworm-backports
+		add_debian_source trixie-src deb-src trixie
 		want dpkg-dev git libglib2.0-dev libpixman-1-dev zlib1g-dev \
 		     libfdt-dev flex bison ninja-build seabios qemu-system-data \
 		     busybox-static cpio kmod linux-headers-amd64 \
 		     linux-headers-cloud-amd64 gcc-12 bc libelf-dev xz-utils
 		want_bpo+=(meson) ;;
 	xen)
-		add_source bookworm-src "Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+		add_debian_source bookworm-src deb-src bookworm
 		# hv-xen/build-xen-tools.sh: Debian's Xen 4.17 source, the
 		# tools' configure and libs, the hypervisor (--hypervisor).
 		want dpkg-dev autoconf libyajl-dev libzstd-dev uuid-dev \
@@ -83,22 +79,14 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
 	libvirt)
 		# tests/libvirt: libvirt 11.3 (bookworm's 9.0 predates QEMU
 		# 10.0's QMP); libvirtd runs directly, there is no systemd.
-		add_source backports "Types: deb
-URIs: http://deb.debian.org/debian
-Suites: bookworm-backports
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+		add_debian_source backports deb bookworm-backports
 		want seabios qemu-system-data busybox-static cpio kmod
 		want_bpo+=(libvirt-daemon libvirt-daemon-driver-qemu
 			   libvirt-clients) ;;
 	libvirt-src)
 		# hv-kvm/libvirt/build-libvirt.sh: trixie's libvirt 11.3 source,
 		# only what the QEMU driver needs.
-		add_source trixie-src "Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: trixie
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+		add_debian_source trixie-src deb-src trixie
 		want dpkg-dev ninja-build pkg-config libglib2.0-dev \
 		     libgnutls28-dev libxml2-dev libxml2-utils xsltproc \
 		     libtirpc-dev libjson-c-dev libnl-3-dev libnl-route-3-dev \

@@ -8,8 +8,9 @@
 #
 # Prints the absolute path of build/run as its only stdout line; progress
 # goes to stderr.  Cached in $PVFREE_CACHE/libvirt-<hash>/, where <hash>
-# covers the source tarball, the series file, every patch and new file,
-# this script and the meson options.  A cache hit takes a second.
+# covers the source tarball, the series file, every patch and new file
+# (scripts/build-lib.sh), this script and the meson options.  A cache
+# hit takes a second.
 #
 # usage: hv-kvm/libvirt/build-libvirt.sh [--print-hash | --test]
 #   --test   also run qemuxmlconftest in the (cached) build tree
@@ -22,12 +23,10 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 top=$(cd "$here/../.." && pwd)
-cache=${PVFREE_CACHE:-$HOME/.cache/pvfree}
-jobs=${PVFREE_JOBS:-2}
-lock=/tmp/pvfree-heavy.lock
+# shellcheck source=../../scripts/build-lib.sh
+. "$top/scripts/build-lib.sh"		# cache, jobs, lock, series_*
 version=11.3.0
 tarball=$cache/src/libvirt_$version.orig.tar.xz
-series=$here/patches/series
 newdir=$here/libvirt
 
 log() { echo "build-libvirt: $*" >&2; }
@@ -48,19 +47,8 @@ targets=(src/libvirtd src/libvirt_driver_qemu.so tools/virsh
 	 tests/libvirrandommock.so tests/libqemucpumock.so
 	 tests/libvirpcimock.so tests/libvirnumamock.so)
 
-patches=()
-newfiles=()
-if [ -f "$series" ]; then
-	while read -r p rest; do
-		case "$p" in ''|'#'*) continue ;; esac
-		[ -f "$here/patches/$p" ] || die "series lists missing patch $p"
-		patches+=("$here/patches/$p")
-		for f in $rest; do
-			[ -f "$newdir/$f" ] || die "series lists missing new file $f"
-			newfiles+=("$f")
-		done
-	done < "$series"
-fi
+series_read "$here/patches" "$newdir"
+patches=("${series_patches[@]}")
 
 test_only=0
 case "${1:-}" in
@@ -75,11 +63,7 @@ key() {
 		echo "meson ${meson_flags[*]}"
 		echo "targets ${targets[*]}"
 		sha256sum "$0" | awk '{print $1}'
-		[ -f "$series" ] && sha256sum "$series" | awk '{print $1}'
-		for p in "${patches[@]}"; do sha256sum "$p" | awk '{print $1}'; done
-		for f in "${newfiles[@]}"; do
-			echo "$f"; sha256sum "$newdir/$f" | awk '{print $1}'
-		done
+		series_inputs
 	} | sha256sum | cut -c1-16
 }
 hash=$(key)
@@ -140,14 +124,7 @@ fi
 rm -rf "$tree" "$out/.complete"
 log "unpacking $(basename "$tarball")"
 tar -C "$out" -xf "$tarball"
-for f in "${newfiles[@]}"; do
-	install -D -m 0644 "$newdir/$f" "$tree/$f"
-done
-for p in "${patches[@]}"; do
-	log "applying $(basename "$p")"
-	patch -d "$tree" -p1 --batch --quiet < "$p" >&2 ||
-		die "patch $(basename "$p") does not apply"
-done
+series_apply "$tree"
 
 log "meson setup ${meson_flags[*]}"
 (cd "$tree" && meson setup build "${meson_flags[@]}" >"$out/configure.log" 2>&1) ||

@@ -20,6 +20,7 @@ import time
 
 from . import log, results, scenario, scratch, select
 from . import qemu as h
+from .results import kib
 from .scenario import Scenario
 
 
@@ -82,10 +83,6 @@ def scenarios(mem):
 # (post-workload, idle) pairs for the acceptance criterion
 ACCEPTANCE = [("post-workload", "idle"), ("post-workload-6.12", "idle-6.12")]
 ACCEPT_RATIO = 1.25
-
-
-def kib(b):
-    return "-" if b is None else f"{b / 1024:,.0f}"
 
 
 def table(done, out=sys.stdout):
@@ -155,19 +152,18 @@ def main():
         writer.write(scenario.record(r, "kvm"))
         pv = f", skipped {r.get('skipped')} ({r.get('last_status')})" \
             if "skipped" in r else ""
-        if r["ok"]:
+        sent = (f"sent {kib(r.get('transferred'))} KiB in "
+                f"{r.get('total_time_ms')} ms, downtime "
+                f"{r.get('downtime_ms')} ms")
+        checked = (", mismatches 0"
+                   f"{' (+1 planted, detected)' if r.get('control_detected') else ''}"
+                   ", dmesg clean")
+        # a failure's line names the failures, then what was skipped
+        if results.print_outcome(r, sent + pv + checked,
+                                 "" if r["ok"] else pv):
             passed += 1
-            print(f"PASS {s.name}: sent {kib(r.get('transferred'))} KiB in "
-                  f"{r.get('total_time_ms')} ms, downtime "
-                  f"{r.get('downtime_ms')} ms{pv}, mismatches 0"
-                  f"{' (+1 planted, detected)' if r.get('control_detected') else ''}"
-                  f", dmesg clean "
-                  f"[{r['elapsed_s']:.0f} s]", flush=True)
         else:
             failed += 1
-            print(f"FAIL {s.name}: {'; '.join(r['failures'])}{pv} "
-                  f"[{r['elapsed_s']:.0f} s, logs {r.get('workdir', '-')}]",
-                  flush=True)
 
     by = {r["name"]: r for r in done}
     for post, idle in ACCEPTANCE:

@@ -42,6 +42,7 @@ from xml.sax.saxutils import escape
 from . import TOP, TestFailure, log, results, scenario, scratch, select
 from . import image
 from . import qemu as h
+from .results import kib
 from .scenario import Scenario
 
 # An emulator without pvfree-pci, for the "destination lacks pvfree"
@@ -925,10 +926,6 @@ def _why(err):
     return last.split("qemu-system-x86_64: ")[-1].split("error: ")[-1]
 
 
-def kib(b):
-    return "-" if b is None else f"{b / 1024:,.0f}"
-
-
 def table(done, out=sys.stdout):
     hdr = (f"{'scenario':<24} {'result':<6} {'sent KiB':>10} {'total ms':>9} "
            f"{'down ms':>8} {'skipped':>8} {'status':<15} "
@@ -1023,15 +1020,10 @@ def main():
                 r = run(s, daemons)
                 done.append(r)
                 writer.write(scenario.record(r, "libvirt"))
-                if r["ok"]:
+                if results.print_outcome(r, summary(r) if r["ok"] else ""):
                     passed += 1
-                    print(f"PASS {r['name']}: {summary(r)} "
-                          f"[{r['elapsed_s']:.0f} s]", flush=True)
                 else:
                     failed += 1
-                    print(f"FAIL {r['name']}: {'; '.join(r['failures'])} "
-                          f"[{r['elapsed_s']:.0f} s, logs {r['workdir']}]",
-                          flush=True)
             by = {r["name"]: r for r in done}
             post, idle = f"{rt.name}/post-workload", f"{rt.name}/idle"
             if post in by and idle in by:

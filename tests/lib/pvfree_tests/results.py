@@ -55,6 +55,24 @@ class Writer:
         return rec
 
 
+def kib(b):
+    """Bytes B as whole KiB with thousands separators, "-" if unknown."""
+    return "-" if b is None else f"{b / 1024:,.0f}"
+
+
+def print_outcome(r, summary, detail=""):
+    """Print the PASS line of scenario result R (SUMMARY, then DETAIL) or
+    its FAIL line (its failures, DETAIL and where its logs are); returns
+    whether it passed."""
+    took = f"{r['elapsed_s']:.0f} s"
+    if r["ok"]:
+        print(f"PASS {r['name']}: {summary}{detail} [{took}]", flush=True)
+    else:
+        print(f"FAIL {r['name']}: {'; '.join(r['failures'])}{detail} "
+              f"[{took}, logs {r.get('workdir', '-')}]", flush=True)
+    return r["ok"]
+
+
 def read(path):
     """The records of PATH, [] if there is no such file."""
     if not os.path.exists(path):
