@@ -12,7 +12,7 @@ export PVFREE_CACHE
 FUZZ_SECONDS ?= 60
 
 .PHONY: all deps host guest qemu series test unit-test fuzz fuzz-short \
-	guest-check kvm-test xen-test libvirt libvirt-test libvirt-xml-test \
+	guest-check kvm-test qemu-qtest xen-test libvirt libvirt-test libvirt-xml-test \
 	virsh-demo demo bench bench-full clean
 
 all: host guest
@@ -58,6 +58,10 @@ guest-check: deps
 
 kvm-test: deps qemu
 	tests/kvm/run-tests
+
+# QEMU's own kind of device test: the series' qtest (patch 0006), TAP.
+qemu-qtest: deps qemu
+	hv-kvm/run-qtest
 
 # Xen end to end (tests/xen/README.md; suite "xen" of `make test`): a PV
 # domU with the pvfree module migrated by `xl migrate` inside Xen 4.17

@@ -3,7 +3,8 @@
 #
 # Build (or reuse from the cache) QEMU 10.0 with the pvfree patch series.
 #
-# Prints the absolute path of qemu-system-x86_64 as its only stdout line;
+# Prints the absolute path of qemu-system-x86_64 as its only stdout line
+# (the series' qtest, pvfree-pci-test, is installed beside it);
 # progress goes to stderr.  The result is cached in
 # $PVFREE_CACHE/qemu-<hash>/, where <hash> covers the Debian source version,
 # the series file and every patch, every file of hv-kvm/qemu/ (pvfree's new
@@ -153,11 +154,15 @@ log "configure ${configure_flags[*]}"
 	{ tail -n 30 "$out/configure.log" >&2; die "configure failed ($out/configure.log)"; }
 log "compiling with -j$jobs (log: $out/build.log)"
 start=$(date +%s)
-(cd "$tree/build" && ninja -j "$jobs" qemu-system-x86_64 >"$out/build.log" 2>&1) ||
+# The series' qtest too: hv-kvm/run-qtest runs it against this binary.
+(cd "$tree/build" && ninja -j "$jobs" qemu-system-x86_64 \
+	tests/qtest/pvfree-pci-test >"$out/build.log" 2>&1) ||
 	{ grep -E 'error|FAILED' "$out/build.log" | head -n 30 >&2; die "build failed ($out/build.log)"; }
 log "compiled in $(( $(date +%s) - start )) s"
 
 install -D -m 0755 "$tree/build/qemu-system-x86_64" "$bin"
+install -D -m 0755 "$tree/build/tests/qtest/pvfree-pci-test" \
+	"$out/bin/pvfree-pci-test"
 echo "$ver" > "$out/VERSION"
 printf '%s\n' "${patches[@]##*/}" > "$out/PATCHES"
 touch "$out/.complete"

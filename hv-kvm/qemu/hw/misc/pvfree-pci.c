@@ -7,10 +7,13 @@
  *
  * The guest registers a header page in its RAM (ABI in include/pvfree/abi.h).
  * When a precopy migration is about to send its first page, the migration
- * thread re-arms dirty tracking, publishes a request in the header,
- * interrupts the guest and waits, without the BQL and for at most
- * timeout-ms, for the doorbell.  The guest answers with a bitmap of the
- * frames that were free at some instant after it saw the request.  The
+ * thread re-arms dirty tracking and publishes a request in the header
+ * (both with the BQL held, so that no vCPU runs in between), interrupts
+ * the guest and waits, without the BQL and for at most timeout-ms
+ * whatever the guest does, for the doorbell.  migrate_cancel ends the
+ * wait, and reading the answer stops after max-parse-ms.  The guest
+ * answers with a bitmap of the frames that were free at some instant
+ * after it saw the request.  The
  * protocol steps (identity check, request ids, publishing, seeing the
  * answer) and the parsing of the response are pvfree's shared host
  * library, which copies every value once out of guest RAM and clips
@@ -35,6 +38,7 @@
 #include "exec/address-spaces.h"
 #include "exec/cpu-common.h"
 #include "exec/memory.h"
+#include "hw/core/generic-loader.h"
 #include "hw/pci/msi.h"
 #include "hw/pci/pci_device.h"
 #include "hw/qdev-properties.h"
@@ -53,6 +57,16 @@ OBJECT_DECLARE_SIMPLE_TYPE(PVFreePCIState, PVFREE_PCI)
 /* Scratch buffer of the reader: bitmap and extent table chunks. */
 #define PVFREE_SCRATCH_SIZE     (64 * KiB)
 #define PVFREE_TIMEOUT_MAX_MS   600000
+#define PVFREE_PARSE_MAX_MS     600000
+
+/*
+ * While waiting, look at the clock and at the migration's state at least
+ * this often, whatever the guest does with the doorbell.
+ */
+#define PVFREE_POLL_MS          50
+
+/* While reading the answer, do so every this many free runs. */
+#define PVFREE_POLL_RUNS        256
 
 struct PVFreePCIState {
     PCIDevice parent_obj;
@@ -62,6 +76,7 @@ struct PVFreePCIState {
 
     /* Properties */
     uint32_t timeout_ms;
+    uint32_t max_parse_ms;
     bool skip_free;
 
     /*
@@ -79,6 +94,12 @@ struct PVFreePCIState {
     uint32_t isr;               /* PVFREE_PCI_ISR_* */
     uint64_t header_gpa;        /* the registered header */
     uint64_t request_id;        /* the last request published */
+    /*
+     * The last migration skipped pages that the guest needs to read as
+     * zero: the destination must provide zero-filled RAM.  Migrated in a
+     * subsection, only when true.
+     */
+    bool zero_fill_used;
 
     /* The request in flight */
     bool waiting;
@@ -163,6 +184,24 @@ static MemoryRegion *pvfree_find_ram(uint64_t gpa, uint64_t len,
     return sec.mr;
 }
 
+/*
+ * The spec asks for single-copy atomic accesses to the 8-byte ids, which
+ * the guest updates while we read: copy naturally aligned 8-byte pieces
+ * with one access each.
+ */
+static void pvfree_copy(void *dst, const void *src, size_t n)
+{
+#ifdef CONFIG_ATOMIC64
+    if (n == sizeof(uint64_t) && QEMU_IS_ALIGNED((uintptr_t)dst, 8) &&
+        QEMU_IS_ALIGNED((uintptr_t)src, 8)) {
+        qatomic_set__nocheck((uint64_t *)dst,
+                             qatomic_read__nocheck((const uint64_t *)src));
+        return;
+    }
+#endif
+    memcpy(dst, src, n);
+}
+
 /* Copy between @buf and ordinary guest RAM only; writes are logged dirty. */
 static int pvfree_access_guest(uint64_t gpa, uint8_t *buf, size_t len,
                                bool is_write)
@@ -183,10 +222,10 @@ static int pvfree_access_guest(uint64_t gpa, uint8_t *buf, size_t len,
         n = MIN(n, len);
         ram = (uint8_t *)memory_region_get_ram_ptr(mr) + offset;
         if (is_write) {
-            memcpy(ram, buf, n);
+            pvfree_copy(ram, buf, n);
             memory_region_set_dirty(mr, offset, n);
         } else {
-            memcpy(buf, ram, n);
+            pvfree_copy(buf, ram, n);
         }
         memory_region_unref(mr);
         buf += n;
@@ -228,15 +267,21 @@ static struct pvfree_channel pvfree_channel(uint64_t header)
     };
 }
 
+typedef struct PVFreeRamFilter {
+    bool (*wanted)(const MemoryRegion *mr);
+    GArray *ram;
+} PVFreeRamFilter;
+
 static bool pvfree_collect_ram(Int128 start, Int128 len,
                                const MemoryRegion *mr,
                                hwaddr offset_in_region, void *opaque)
 {
-    GArray *ram = opaque;
+    PVFreeRamFilter *f = opaque;
+    GArray *ram = f->ram;
     struct pvfree_ram_range *last;
     uint64_t first, end;
 
-    if (!pvfree_is_skippable(mr)) {
+    if (!f->wanted(mr)) {
         return false;
     }
     first = DIV_ROUND_UP(int128_get64(start), PVFREE_FRAME_SIZE);
@@ -258,15 +303,29 @@ static bool pvfree_collect_ram(Int128 start, Int128 len,
     return false;
 }
 
-/* Skippable guest RAM in frames: sorted, merged, non-overlapping. */
-static GArray *pvfree_ram_ranges(void)
+/*
+ * The guest RAM that @wanted accepts, in frames: sorted, merged,
+ * non-overlapping.
+ */
+static GArray *pvfree_ram_ranges(bool (*wanted)(const MemoryRegion *mr))
 {
-    GArray *ram = g_array_new(false, false, sizeof(struct pvfree_ram_range));
+    PVFreeRamFilter f = {
+        .wanted = wanted,
+        .ram = g_array_new(false, false, sizeof(struct pvfree_ram_range)),
+    };
 
     RCU_READ_LOCK_GUARD();
     flatview_for_each_range(address_space_to_flatview(&address_space_memory),
-                            pvfree_collect_ram, ram);
-    return ram;
+                            pvfree_collect_ram, &f);
+    return f.ram;
+}
+
+/* Is there any guest RAM whose free frames need not be sent? */
+static bool pvfree_have_skippable_ram(void)
+{
+    g_autoptr(GArray) ram = pvfree_ram_ranges(pvfree_is_skippable);
+
+    return ram->len > 0;
 }
 
 static int pvfree_check_block(RAMBlock *rb, void *opaque)
@@ -386,9 +445,30 @@ typedef struct PVFreeWalk {
     PVFreePCIState *s;
     uint32_t generation;        /* of the registration being served */
     bool skip;
+    int64_t deadline;           /* QEMU_CLOCK_REALTIME ms: max-parse-ms */
+    uint64_t runs;              /* free runs seen */
+    PvfreeStatus stopped;       /* why the walk stopped early, or NONE */
     uint64_t frames;            /* frames the guest reported free */
     uint64_t pages;             /* pages dropped from the first pass */
 } PVFreeWalk;
+
+/*
+ * May the walk go on?  A guest can make its answer as long as its RAM
+ * allows (10^8 runs for 1 TiB of every other frame): stop when the
+ * migration is cancelled or max-parse-ms is over.
+ */
+static bool pvfree_parse_goes_on(PVFreeWalk *w)
+{
+    if (precopy_should_stop()) {
+        w->stopped = PVFREE_OUTCOME_CANCELLED;
+        return false;
+    }
+    if (qemu_clock_get_ms(QEMU_CLOCK_REALTIME) >= w->deadline) {
+        w->stopped = PVFREE_OUTCOME_PARSE_LIMIT;
+        return false;
+    }
+    return true;
+}
 
 /* pvfree_for_each_free_run() callback: drop one run from the first pass. */
 static int pvfree_skip_run(void *opaque, uint64_t pfn, uint64_t nr_frames)
@@ -398,6 +478,9 @@ static int pvfree_skip_run(void *opaque, uint64_t pfn, uint64_t nr_frames)
     uint64_t len = nr_frames << PVFREE_FRAME_SHIFT;
 
     trace_pvfree_free_run(pfn, nr_frames);
+    if (++w->runs % PVFREE_POLL_RUNS == 0 && !pvfree_parse_goes_on(w)) {
+        return -1;
+    }
     if (!w->skip) {
         w->frames += nr_frames;
         return 0;
@@ -469,6 +552,12 @@ static bool pvfree_can_ask(PVFreePCIState *s)
                       "answer; migrating all pages");
         return false;
     }
+    if (s->skip_free && !pvfree_have_skippable_ram()) {
+        /* Do not make the guest build a snapshot for nothing. */
+        pvfree_finish(s, DISABLED, "no guest RAM can be skipped (it is all "
+                      "shared or file-backed); migrating all pages");
+        return false;
+    }
     return true;
 }
 
@@ -506,6 +595,16 @@ static PvfreeStatus pvfree_publish_locked(PVFreePCIState *s,
 
     c = pvfree_channel(req->header);
     bad = pvfree_check_header(req->header);
+    if (!bad && s->skip_free) {
+        /*
+         * Every write the guest makes once it can see the request must be
+         * logged.  No vCPU runs while we hold the BQL, so re-arming here,
+         * before the request is written, closes the window; and only
+         * here, so that a VM whose guest is not registered keeps KVM's
+         * lazy dirty log clearing.
+         */
+        precopy_rearm_dirty_tracking();
+    }
     if (!bad && pvfree_publish_request(&c, req->host_features, req->id,
                                        &diag) != PVFREE_OK) {
         pvfree_diag_format(&diag, text, sizeof(text));
@@ -550,9 +649,19 @@ static bool pvfree_publish(PVFreePCIState *s, PVFreeRequest *req)
     return true;
 }
 
+typedef enum PVFreeWaitEnd {
+    PVFREE_WAIT_ANSWERED,
+    PVFREE_WAIT_UNREGISTERED,
+    PVFREE_WAIT_CANCELLED,
+    PVFREE_WAIT_TIMED_OUT,
+} PVFreeWaitEnd;
+
 /*
- * Wait, without the BQL and for at most timeout-ms, for the guest to ring
- * the doorbell with @req answered.  If it does not, record why.
+ * Wait, without the BQL, for the guest to ring the doorbell with @req
+ * answered.  The clock and the migration's state are checked every
+ * PVFREE_POLL_MS and after every doorbell, so neither a silent guest nor
+ * one that keeps ringing with a stale answer holds us past timeout-ms,
+ * and migrate_cancel ends the wait.  If there is no answer, record why.
  */
 static bool pvfree_wait(PVFreePCIState *s, const PVFreeRequest *req)
 {
@@ -560,51 +669,99 @@ static bool pvfree_wait(PVFreePCIState *s, const PVFreeRequest *req)
     int64_t start = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
     int64_t deadline = start + s->timeout_ms;
     int64_t now = start;
-    bool answered, registered;
+    uint64_t stale = 0;
+    PVFreeWaitEnd end;
 
     for (;;) {
+        bool rang, registered;
+
         WITH_QEMU_LOCK_GUARD(&s->lock) {
-            while (!s->doorbell && s->generation == req->generation &&
-                   now < deadline) {
-                qemu_cond_timedwait(&s->cond, &s->lock, deadline - now);
-                now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+            if (!s->doorbell && s->generation == req->generation) {
+                qemu_cond_timedwait(&s->cond, &s->lock,
+                                    MIN(deadline - now, PVFREE_POLL_MS));
             }
-            answered = s->doorbell;
+            rang = s->doorbell;
             registered = s->generation == req->generation;
             s->doorbell = false;
         }
-        if (!answered || !registered ||
-            pvfree_response_ready(&c, req->id, NULL) == PVFREE_OK) {
+        now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+        if (!registered) {
+            end = PVFREE_WAIT_UNREGISTERED;
             break;
         }
-        /* A late doorbell for an earlier request: keep waiting. */
-        trace_pvfree_stale_doorbell(req->id);
+        if (rang && pvfree_response_ready(&c, req->id, NULL) == PVFREE_OK) {
+            end = PVFREE_WAIT_ANSWERED;
+            break;
+        }
+        if (precopy_should_stop()) {
+            end = PVFREE_WAIT_CANCELLED;
+            break;
+        }
+        if (now >= deadline) {
+            end = PVFREE_WAIT_TIMED_OUT;
+            break;
+        }
+        if (rang) {
+            /* A doorbell without the answer to @req: keep waiting. */
+            stale++;
+            trace_pvfree_stale_doorbell(req->id);
+        }
     }
     WITH_QEMU_LOCK_GUARD(&s->lock) {
         s->waiting = false;
         s->wait_ms = now - start;
     }
 
-    if (!registered) {
+    switch (end) {
+    case PVFREE_WAIT_ANSWERED:
+        return true;
+    case PVFREE_WAIT_UNREGISTERED:
         pvfree_finish(s, NOT_REGISTERED, "the guest unregistered while "
                       "request %" PRIu64 " was pending", req->id);
         return false;
-    }
-    if (!answered) {
+    case PVFREE_WAIT_CANCELLED:
+        pvfree_finish(s, CANCELLED, "the migration was cancelled or failed "
+                      "while request %" PRIu64 " was pending", req->id);
+        return false;
+    case PVFREE_WAIT_TIMED_OUT:
+    default:
         error_report("pvfree: guest did not answer request %" PRIu64
-                     " within %" PRIu32 " ms; migrating all pages",
-                     req->id, s->timeout_ms);
+                     " within %" PRIu32 " ms (%" PRIu64 " doorbells without "
+                     "the answer); migrating all pages",
+                     req->id, s->timeout_ms, stale);
         pvfree_finish(s, TIMEOUT, "guest did not answer request %" PRIu64
                       " within %" PRIu32 " ms", req->id, s->timeout_ms);
         return false;
     }
-    return true;
+}
+
+/* The walk over the answer stopped before its end: say why. */
+static void pvfree_stopped_early(PVFreePCIState *s, const PVFreeWalk *w)
+{
+    if (w->stopped == PVFREE_OUTCOME_CANCELLED) {
+        pvfree_finish(s, CANCELLED, "the migration was cancelled or failed "
+                      "while the answer was read; %" PRIu64 " pages skipped "
+                      "before", w->pages);
+        return;
+    }
+    error_report("pvfree: reading the guest's answer took more than %"
+                 PRIu32 " ms (%" PRIu64 " free runs); migrating all pages "
+                 "but the %" PRIu64 " already skipped", s->max_parse_ms,
+                 w->runs, w->pages);
+    pvfree_finish(s, PARSE_LIMIT, "reading the answer took more than %"
+                  PRIu32 " ms; %" PRIu64 " pages skipped before",
+                  s->max_parse_ms, w->pages);
 }
 
 /* Validate the answer to @req and drop the free frames it lists. */
 static void pvfree_use_response(PVFreePCIState *s, const PVFreeRequest *req)
 {
-    g_autoptr(GArray) ram = pvfree_ram_ranges();
+    /*
+     * The guest may keep its storage in any ordinary guest RAM, shared or
+     * not; only skipping is limited to RAM that is fresh at the
+     * destination (pvfree_skip_run()).
+     */
+    g_autoptr(GArray) ram = pvfree_ram_ranges(pvfree_is_guest_ram);
     g_autofree void *scratch = g_malloc(PVFREE_SCRATCH_SIZE);
     g_autofree struct pvfree_response *resp = g_new0(struct pvfree_response,
                                                       1);
@@ -621,6 +778,8 @@ static void pvfree_use_response(PVFreePCIState *s, const PVFreeRequest *req)
         .s = s,
         .generation = req->generation,
         .skip = s->skip_free,
+        .deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + s->max_parse_ms,
+        .stopped = PVFREE_OUTCOME_NONE,
     };
     struct pvfree_diag diag = { 0 };
     enum pvfree_error err;
@@ -657,6 +816,10 @@ static void pvfree_use_response(PVFreePCIState *s, const PVFreeRequest *req)
         }
     }
 
+    if (err == PVFREE_ERR_CALLBACK && w.stopped != PVFREE_OUTCOME_NONE) {
+        pvfree_stopped_early(s, &w);
+        return;
+    }
     if (err == PVFREE_ERR_CALLBACK) {
         pvfree_finish(s, NOT_REGISTERED, "the guest unregistered while its "
                       "response was read; %" PRIu64 " pages skipped before",
@@ -671,6 +834,9 @@ static void pvfree_use_response(PVFreePCIState *s, const PVFreeRequest *req)
         pvfree_finish(s, REJECTED, "guest bitmap rejected after %" PRIu64
                       " pages: %s", w.pages, why);
         return;
+    }
+    WITH_QEMU_LOCK_GUARD(&s->lock) {
+        s->zero_fill_used = w.pages && resp->content == PVFREE_CONTENT_ZERO;
     }
     pvfree_finish(s, OK, "%s", s->skip_free ? "" :
                   "skip-free=off: nothing skipped");
@@ -689,17 +855,12 @@ static void pvfree_first_iteration(PVFreePCIState *s)
         s->pages_skipped = 0;
         s->frames_reported = 0;
         s->wait_ms = 0;
+        s->zero_fill_used = false;
     }
     if (!pvfree_can_ask(s)) {
         return;
     }
     req.host_features = pvfree_host_features();
-
-    /*
-     * Every write the guest makes once it can see the request must be
-     * logged: re-arm write tracking before publishing it.
-     */
-    precopy_rearm_dirty_tracking();
 
     if (pvfree_publish(s, &req) && pvfree_wait(s, &req)) {
         pvfree_use_response(s, &req);
@@ -733,6 +894,7 @@ PvfreeInfo *qmp_query_pvfree(Error **errp)
     info->guest_snapshot_us = s->guest_snapshot_us;
     info->guest_max_lock_hold_us = s->guest_max_lock_hold_us;
     info->timeout_ms = s->timeout_ms;
+    info->max_parse_ms = s->max_parse_ms;
     info->skip_free = s->skip_free;
     return info;
 }
@@ -902,6 +1064,11 @@ static void pvfree_realize(PCIDevice *pdev, Error **errp)
                    PVFREE_TIMEOUT_MAX_MS);
         return;
     }
+    if (s->max_parse_ms == 0 || s->max_parse_ms > PVFREE_PARSE_MAX_MS) {
+        error_setg(errp, "max-parse-ms must be between 1 and %u",
+                   PVFREE_PARSE_MAX_MS);
+        return;
+    }
 
     pci_config_set_interrupt_pin(pdev->config, 1);
     memory_region_init_io(&s->mmio, OBJECT(s), &pvfree_mmio_ops, s,
@@ -952,12 +1119,68 @@ static void pvfree_reset(DeviceState *dev)
     qemu_cond_broadcast(&s->cond);
 }
 
+static int pvfree_find_data_loader(Object *obj, void *opaque)
+{
+    GenericLoaderState *gl = (GenericLoaderState *)
+        object_dynamic_cast(obj, TYPE_GENERIC_LOADER);
+
+    if (gl && gl->data_len) {
+        *(GenericLoaderState **)opaque = gl;
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * The source skipped pages that must read as zero here.  Check what we
+ * can see: every migrated RAMBlock is fresh anonymous memory, and no
+ * loader device wrote data into RAM at reset (it does so even on an
+ * incoming VM).  Returns NULL if fine, else what is wrong.
+ */
+static char *pvfree_check_zero_fill(void)
+{
+    GenericLoaderState *gl = NULL;
+    bool fresh = true;
+
+    qemu_ram_foreach_block(pvfree_check_block, &fresh);
+    if (!fresh) {
+        return g_strdup("guest RAM here is shared or file-backed and need "
+                        "not read as zero");
+    }
+    object_child_foreach_recursive(object_get_root(),
+                                   pvfree_find_data_loader, &gl);
+    if (gl) {
+        return g_strdup_printf("a loader device wrote data at 0x%" PRIx64,
+                               gl->addr);
+    }
+    return NULL;
+}
+
+static int pvfree_pre_load(void *opaque)
+{
+    PVFreePCIState *s = opaque;
+
+    /* The subsection is sent only when true. */
+    s->zero_fill_used = false;
+    return 0;
+}
+
 static int pvfree_post_load(void *opaque, int version_id)
 {
     PVFreePCIState *s = opaque;
 
     g_autofree char *why = NULL;
 
+    if (s->zero_fill_used) {
+        why = pvfree_check_zero_fill();
+        if (why) {
+            error_report("pvfree-pci: refusing the incoming migration: the "
+                         "source skipped free pages that must read as zero, "
+                         "but %s", why);
+            return -EINVAL;
+        }
+        s->zero_fill_used = false;
+    }
     if (!(s->status & PVFREE_PCI_STATUS_REGISTERED)) {
         s->header_gpa = 0;
         return 0;
@@ -972,10 +1195,29 @@ static int pvfree_post_load(void *opaque, int version_id)
     return 0;
 }
 
+static bool pvfree_zero_fill_needed(void *opaque)
+{
+    PVFreePCIState *s = opaque;
+
+    return s->zero_fill_used;
+}
+
+static const VMStateDescription vmstate_pvfree_zero_fill = {
+    .name = TYPE_PVFREE_PCI "/zero-fill",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .needed = pvfree_zero_fill_needed,
+    .fields = (const VMStateField[]) {
+        VMSTATE_BOOL(zero_fill_used, PVFreePCIState),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
 static const VMStateDescription vmstate_pvfree_pci = {
     .name = TYPE_PVFREE_PCI,
     .version_id = 1,
     .minimum_version_id = 1,
+    .pre_load = pvfree_pre_load,
     .post_load = pvfree_post_load,
     .fields = (const VMStateField[]) {
         VMSTATE_PCI_DEVICE(parent_obj, PVFreePCIState),
@@ -987,10 +1229,15 @@ static const VMStateDescription vmstate_pvfree_pci = {
         VMSTATE_UINT64(request_id, PVFreePCIState),
         VMSTATE_END_OF_LIST()
     },
+    .subsections = (const VMStateDescription * const []) {
+        &vmstate_pvfree_zero_fill,
+        NULL
+    },
 };
 
 static const Property pvfree_properties[] = {
     DEFINE_PROP_UINT32("timeout-ms", PVFreePCIState, timeout_ms, 5000),
+    DEFINE_PROP_UINT32("max-parse-ms", PVFreePCIState, max_parse_ms, 10000),
     DEFINE_PROP_BOOL("skip-free", PVFreePCIState, skip_free, true),
 };
 
