@@ -242,16 +242,17 @@ static void pvfree_install(struct pvfree *pv, struct pvfree_storage *st)
 	struct pvfree_header *hdr = pv->hdr;
 
 	/*
-	 * Withdraw a published OK response before its storage goes away:
-	 * the host re-reads response_id after reading the bitmap.  Other
-	 * responses do not refer to storage and stay (the host may still
-	 * be about to read their status).
+	 * Core spec 6.4.1 item 1 and P3 of 6.5: withdraw the published
+	 * response, whatever its status, before the extents change and the
+	 * old storage (whose table and bitmap it may describe) is freed.  A
+	 * host that has not yet read a non-OK response then waits for its
+	 * timeout instead: such a response skips nothing anyway.  A host
+	 * that read it re-checks response_id behind a read barrier and
+	 * finds 0.
 	 */
-	if (le32_to_cpu(hdr->status) == PVFREE_STATUS_OK) {
-		WRITE_ONCE(hdr->response_id, 0);
-		/* Pairs with the host's read barrier before that re-read. */
-		smp_mb();
-	}
+	WRITE_ONCE(hdr->response_id, 0);
+	/* response_id = 0 is visible before the extents change. */
+	smp_wmb();
 	memcpy(hdr->extents, st->ext, sizeof(hdr->extents));
 	pv->storage = st;
 
