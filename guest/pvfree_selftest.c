@@ -12,6 +12,13 @@
  * be read back from the same file.  Writing N to .../fragment holds every
  * other page of N fresh pages, to make long order-0 free lists.
  *
+ * Like a host woken by the doorbell, the notification copies the header
+ * as it is at that moment.  Reading .../recheck then applies the host's
+ * re-check (core spec 6.6.1 item 4) to that copy: if response_id still
+ * holds the id it held at the doorbell, no other byte the driver writes
+ * (response, statistics, storage description) may have changed, since
+ * the driver must store response_id = 0 before rewriting any of them.
+ *
  * Copyright (c) 2026 The pvfree authors
  */
 
@@ -25,6 +32,7 @@
 #include <linux/mutex.h>
 #include <linux/platform_device.h>
 #include <linux/slab.h>
+#include <linux/spinlock.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
 
@@ -43,6 +51,9 @@ struct pvfree_selftest {
 	struct dentry *dir;
 	struct page **held;		/* pages held by "fragment" */
 	unsigned long nr_held;
+	spinlock_t seen_lock;		/* protects seen_id, seen */
+	u64 seen_id;			/* response_id at the last doorbell */
+	struct pvfree_header seen;	/* the header at the last doorbell */
 };
 
 static struct pvfree_selftest *pvfree_st;
@@ -68,6 +79,12 @@ static void pvfree_st_notify(struct pvfree *pv, u64 response_id)
 {
 	struct pvfree_selftest *st = pvfree_priv(pv);
 
+	/* Called under the driver's reg_lock, with the header attached. */
+	spin_lock(&st->seen_lock);
+	/* Pairs with the driver's release store of response_id. */
+	st->seen_id = le64_to_cpu(smp_load_acquire(&st->hdr->response_id));
+	memcpy(&st->seen, st->hdr, sizeof(st->seen));
+	spin_unlock(&st->seen_lock);
 	complete(&st->doorbell);
 }
 
@@ -140,18 +157,31 @@ static int pvfree_st_check(struct pvfree_selftest *st, u64 id)
 	struct pvfree_header *h = st->hdr;
 	u64 frames, bytes, j, bits = 0, i;
 	u32 status, k;
+	u8 content, poison;
+	u64 seen_id;
 	u8 *b;
+
+	/* What the doorbell found; the driver may withdraw it since. */
+	spin_lock(&st->seen_lock);
+	seen_id = st->seen_id;
+	status = le32_to_cpu(st->seen.status);
+	content = st->seen.content;
+	poison = st->seen.poison;
+	spin_unlock(&st->seen_lock);
+	if (seen_id != id)
+		return scnprintf(st->result, sizeof(st->result),
+				 "FAIL request %llu: response_id %llu at the doorbell\n",
+				 id, seen_id);
+	if (status != PVFREE_STATUS_OK)
+		return scnprintf(st->result, sizeof(st->result),
+				 "request %llu: status %u content %u poison %#x\n",
+				 id, status, content, poison);
 
 	/* Pairs with the driver's release store of response_id. */
 	if (le64_to_cpu(smp_load_acquire(&h->response_id)) != id)
 		return scnprintf(st->result, sizeof(st->result),
 				 "FAIL request %llu: response_id %llu\n", id,
 				 le64_to_cpu(h->response_id));
-	status = le32_to_cpu(h->status);
-	if (status != PVFREE_STATUS_OK)
-		return scnprintf(st->result, sizeof(st->result),
-				 "request %llu: status %u content %u poison %#x\n",
-				 id, status, h->content, h->poison);
 
 	frames = le64_to_cpu(h->nr_frames);
 	bytes = (frames + 7) >> 3;
@@ -273,6 +303,70 @@ static ssize_t pvfree_st_read(struct file *file, char __user *buf,
 				       strlen(result));
 }
 
+/*
+ * The host's re-check, applied to the copy taken at the last doorbell:
+ * compare the driver-written bytes, then a read barrier, then load
+ * response_id again.  A difference counts only if response_id still
+ * holds the id seen at the doorbell.
+ */
+static void pvfree_st_recheck(struct pvfree_selftest *st)
+{
+	const size_t from = offsetof(struct pvfree_header, status);
+	const u8 *now = (const u8 *)st->hdr, *then = (const u8 *)&st->seen;
+	size_t off;
+	u64 rid;
+
+	spin_lock(&st->seen_lock);
+	for (off = from; off < sizeof(st->seen); off++)
+		if (READ_ONCE(now[off]) != then[off])
+			break;
+	/* Pairs with the driver's write barrier after response_id = 0. */
+	smp_rmb();
+	rid = le64_to_cpu(READ_ONCE(st->hdr->response_id));
+	if (!st->seen_id)
+		scnprintf(st->result, sizeof(st->result),
+			  "recheck: no response seen\n");
+	else if (off < sizeof(st->seen) && rid == st->seen_id)
+		scnprintf(st->result, sizeof(st->result),
+			  "FAIL recheck: response %llu still published, header byte %#zx rewritten\n",
+			  rid, off);
+	else
+		scnprintf(st->result, sizeof(st->result),
+			  "recheck: response %llu, response_id now %llu, %s\n",
+			  st->seen_id, rid,
+			  off < sizeof(st->seen) ? "withdrawn before rewriting" :
+			  "unchanged");
+	spin_unlock(&st->seen_lock);
+}
+
+static ssize_t pvfree_st_read_recheck(struct file *file, char __user *buf,
+				      size_t len, loff_t *ppos)
+{
+	struct pvfree_selftest *st = file->private_data;
+	char result[sizeof(st->result)];
+
+	mutex_lock(&st->lock);
+	if (!st->hdr) {
+		mutex_unlock(&st->lock);
+		return -ENODEV;
+	}
+	if (!*ppos) {
+		pvfree_st_recheck(st);
+		pr_info("pvfree-selftest: %s", st->result);
+	}
+	strscpy(result, st->result, sizeof(result));
+	mutex_unlock(&st->lock);
+	return simple_read_from_buffer(buf, len, ppos, result,
+				       strlen(result));
+}
+
+static const struct file_operations pvfree_st_recheck_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.read = pvfree_st_read_recheck,
+	.llseek = default_llseek,
+};
+
 static void pvfree_st_release_held(struct pvfree_selftest *st)
 {
 	unsigned long i;
@@ -359,6 +453,7 @@ int pvfree_selftest_init(void)
 		return -ENOMEM;
 	init_completion(&st->doorbell);
 	mutex_init(&st->lock);
+	spin_lock_init(&st->seen_lock);
 	st->pdev = platform_device_register_simple("pvfree-selftest", -1,
 						   NULL, 0);
 	if (IS_ERR(st->pdev)) {
@@ -379,6 +474,8 @@ int pvfree_selftest_init(void)
 			    &pvfree_st_fragment_fops);
 	debugfs_create_file("request_async", 0200, st->dir, st,
 			    &pvfree_st_async_fops);
+	debugfs_create_file("recheck", 0400, st->dir, st,
+			    &pvfree_st_recheck_fops);
 	pvfree_st = st;
 	return 0;
 

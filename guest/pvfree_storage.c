@@ -17,6 +17,7 @@
 #include <linux/gfp.h>
 #include <linux/kernel.h>
 #include <linux/memory.h>
+#include <linux/memory_hotplug.h>
 #include <linux/mm.h>
 #include <linux/mmzone.h>
 #include <linux/module.h>
@@ -242,16 +243,17 @@ static void pvfree_install(struct pvfree *pv, struct pvfree_storage *st)
 	struct pvfree_header *hdr = pv->hdr;
 
 	/*
-	 * Withdraw a published OK response before its storage goes away:
-	 * the host re-reads response_id after reading the bitmap.  Other
-	 * responses do not refer to storage and stay (the host may still
-	 * be about to read their status).
+	 * Core spec 6.4.1 item 1 and P3 of 6.5: withdraw the published
+	 * response, whatever its status, before the extents change and the
+	 * old storage (whose table and bitmap it may describe) is freed.  A
+	 * host that has not yet read a non-OK response then waits for its
+	 * timeout instead: such a response skips nothing anyway.  A host
+	 * that read it re-checks response_id behind a read barrier and
+	 * finds 0.
 	 */
-	if (le32_to_cpu(hdr->status) == PVFREE_STATUS_OK) {
-		WRITE_ONCE(hdr->response_id, 0);
-		/* Pairs with the host's read barrier before that re-read. */
-		smp_mb();
-	}
+	WRITE_ONCE(hdr->response_id, 0);
+	/* response_id = 0 is visible before the extents change. */
+	smp_wmb();
 	memcpy(hdr->extents, st->ext, sizeof(hdr->extents));
 	pv->storage = st;
 
@@ -330,8 +332,8 @@ static int pvfree_memory_notify(struct notifier_block *nb,
 	 * MEM_GOING_OFFLINE and MEM_OFFLINE/MEM_CANCEL_OFFLINE: no pcp walk
 	 * in between.  A cancel may come without our GOING_OFFLINE (an
 	 * earlier notifier failed), hence the check.  An offline already
-	 * past GOING_OFFLINE when the notifier is registered is not seen:
-	 * get_online_mems() is not exported.
+	 * past GOING_OFFLINE when the notifier is registered is waited for
+	 * in pvfree_storage_init().
 	 */
 	mutex_lock(&pv->pcp_mutex);
 	if (action == MEM_GOING_OFFLINE)
@@ -341,6 +343,32 @@ static int pvfree_memory_notify(struct notifier_block *nb,
 		pv->offlining--;
 	mutex_unlock(&pv->pcp_mutex);
 	return NOTIFY_OK;
+}
+
+#ifdef CONFIG_MEMORY_HOTPLUG
+/* Never installed: restore_online_page_callback() only locks. */
+static void pvfree_online_page_unused(struct page *page, unsigned int order)
+{
+}
+#endif
+
+/*
+ * Wait for a memory offline that started before our notifier was
+ * registered.  offline_pages() runs with mem_hotplug_lock held for
+ * writing (memory_block_offline()) from before MEM_GOING_OFFLINE until
+ * after zone_pcp_reset() and MEM_OFFLINE; get_online_mems() is not
+ * exported, but restore_online_page_callback() takes it for reading and,
+ * with a callback that is not installed, changes nothing.  Once it
+ * returns, no offline we missed is running, and every later one sends
+ * its MEM_GOING_OFFLINE to our notifier before it can free a per-CPU
+ * pageset, so the pcp walk needs no other check.  Must not be called
+ * from a memory notifier (mem_hotplug_lock is held there).
+ */
+static void pvfree_wait_for_hotplug(void)
+{
+#ifdef CONFIG_MEMORY_HOTPLUG
+	restore_online_page_callback(pvfree_online_page_unused);
+#endif
 }
 
 /**
@@ -366,8 +394,10 @@ int pvfree_storage_init(struct pvfree *pv)
 	if (ret) {
 		pvfree_storage_free(pv->storage);
 		pv->storage = NULL;
+		return ret;
 	}
-	return ret;
+	pvfree_wait_for_hotplug();
+	return 0;
 }
 
 /**

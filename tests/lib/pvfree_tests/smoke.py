@@ -168,6 +168,48 @@ def selftest_requests(c, ck, append):
     selftest_request(c, ck, 1, "released", append)
 
 
+def selftest_withdraw(c, ck, insmod, append):
+    """Storage installed while a response is published (core spec 6.4.1
+    item 1): load with fail_storage=1 so that requests are answered
+    NO_SPACE and each answer queues another storage allocation; let the
+    next one succeed.  It rewrites the header's extents and frees nothing
+    yet, but the NO_SPACE response is still published: the driver must
+    have withdrawn it (response_id = 0) first, which the self-test's
+    recheck of the header copied at the doorbell verifies."""
+    param = "/sys/module/pvfree/parameters/fail_storage"
+    if expected_status(1, append) != STATUS_OK:
+        ck.note("withdraw: not run, requests are answered UNSUPPORTED")
+        return
+    ck.check(c.run("rmmod pvfree", check=False)[0] == 0, "rmmod (withdraw)")
+    if not ck.check(c.run(f"{insmod} fail_storage=1", check=False)[0] == 0,
+                    "insmod fail_storage=1"):
+        return
+    _, out = c.run(f"echo 1 >{SELFTEST}/request; cat {SELFTEST}/request; "
+                   f"echo 0 >{param}; "
+                   f"echo 1 >{SELFTEST}/request; cat {SELFTEST}/request; "
+                   f"i=0; while [ $i -lt 300 ] && grep -q '^storage_bytes: 0$' "
+                   f"{STATS}; do sleep 0.1; i=$((i + 1)); done; "
+                   f"grep '^storage_bytes:' {STATS}; cat {SELFTEST}/recheck",
+                   timeout=120, check=False)
+    lines = out.strip().splitlines()
+    for line in lines:
+        ck.note(f"withdraw: {line}")
+    answers = [line for line in lines if line.startswith("request ")]
+    ck.check(len(answers) == 2 and
+             all(re.search(r"status 3 ", a) for a in answers),
+             "withdraw: fail_storage=1 answers NO_SPACE twice")
+    ck.check(any(re.match(r"storage_bytes: [1-9]", line) for line in lines),
+             "withdraw: storage installed after NO_SPACE")
+    rc = [line for line in lines if "recheck" in line]
+    ck.check(len(rc) == 1 and "FAIL" not in rc[0] and
+             "withdrawn before rewriting" in rc[0],
+             f"withdraw: response_id = 0 before the extents change "
+             f"({rc[0] if rc else 'no recheck'})")
+    selftest_request(c, ck, 1, "after withdraw", append)
+    ck.check(c.run("rmmod pvfree", check=False)[0] == 0, "rmmod (withdraw)")
+    ck.check(c.run(insmod, check=False)[0] == 0, "insmod (withdraw)")
+
+
 def migrate_to_null(vm, ck, timeout=60):
     """Start a migration of VM to /dev/null (so that QEMU publishes a
     request); returns a function that waits for its end and resumes the
@@ -222,6 +264,7 @@ def run_guest_smoke(sm, qemu, has_device):
         ck.note(f"rmmod/insmod x{sm.loops}")
         if sm.selftest_transport:
             selftest_requests(c, ck, sm.append)
+            selftest_withdraw(c, ck, insmod, sm.append)
         for m in range(1, sm.migrate + 1):
             finish = migrate_to_null(vm, ck)
             if sm.abort:
