@@ -101,21 +101,33 @@ static uint64_t wait_request(Guest *g, uint64_t header)
     g_assert_not_reached();
 }
 
-/* Answer @id: one bitmap frame at @bitmap, FREE_FRAMES frames free. */
-static void guest_answer(Guest *g, uint64_t header, uint64_t bitmap,
-                         uint64_t id, uint8_t content)
+/*
+ * Answer @id with @frames bitmap frames at @bitmap: their first @len bytes
+ * are @pattern, the rest zero.
+ */
+static void guest_answer_bitmap(Guest *g, uint64_t header, uint64_t bitmap,
+                                uint64_t frames, uint64_t id, uint8_t content,
+                                uint8_t pattern, size_t len)
 {
-    qtest_memset(g->qts, bitmap, 0, PVFREE_FRAME_SIZE);
-    qtest_memset(g->qts, bitmap, 0xff, FREE_FRAMES / 8);
+    qtest_memset(g->qts, bitmap, 0, frames * PVFREE_FRAME_SIZE);
+    qtest_memset(g->qts, bitmap, pattern, len);
     qtest_writel(g->qts, header + 0x38, PVFREE_STATUS_OK);
     qtest_writeb(g->qts, header + 0x3c, content);
     qtest_writeq(g->qts, header + 0x40, BASE_PFN);
-    qtest_writeq(g->qts, header + 0x48, PVFREE_FRAME_SIZE * 8);
+    qtest_writeq(g->qts, header + 0x48, frames * PVFREE_FRAME_SIZE * 8);
     qtest_writel(g->qts, header + 0x50, 1);
     qtest_writeq(g->qts, header + 0x100, bitmap >> PVFREE_FRAME_SHIFT);
-    qtest_writeq(g->qts, header + 0x108, 1);
+    qtest_writeq(g->qts, header + 0x108, frames);
     qtest_writeq(g->qts, header + 0x30, id);
     reg_write(g, PVFREE_PCI_REG_COMMAND, PVFREE_PCI_CMD_RESPONSE);
+}
+
+/* Answer @id: FREE_FRAMES frames free. */
+static void guest_answer(Guest *g, uint64_t header, uint64_t bitmap,
+                         uint64_t id, uint8_t content)
+{
+    guest_answer_bitmap(g, header, bitmap, 1, id, content, 0xff,
+                        FREE_FRAMES / 8);
 }
 
 static char *migration_status(QTestState *qts)
@@ -277,6 +289,31 @@ static void test_cancel(void)
     }
     g_assert_true(cancelled);
     wait_migration(g.qts, "cancelled", 10000);
+    guest_stop(&g);
+}
+
+/*
+ * Every other frame of 1 GiB free (about 122000 runs in 8 bitmap frames)
+ * with max-parse-ms=1: reading stops early (here after 500 to 7000 runs),
+ * and what was skipped stays skipped.
+ */
+static void test_parse_limit(void)
+{
+    Guest g = { 0 };
+    QDict *info;
+    uint64_t id;
+
+    guest_start(&g, "-m 1G -device pvfree-pci,addr=04.0,max-parse-ms=1");
+    guest_register(&g, HEADER_GPA);
+    migrate_start(&g);
+    id = wait_request(&g, HEADER_GPA);
+    guest_answer_bitmap(&g, HEADER_GPA, BITMAP_GPA, 8, id,
+                        PVFREE_CONTENT_ANY, 0x55, 8 * PVFREE_FRAME_SIZE);
+    wait_migration(g.qts, "completed", 60000);
+    info = query_pvfree(&g);
+    g_assert_cmpstr(qdict_get_str(info, "last-status"), ==, "parse-limit");
+    g_assert_cmpint(qdict_get_int(info, "pages-skipped"), <, 100000);
+    qobject_unref(info);
     guest_stop(&g);
 }
 
@@ -455,6 +492,7 @@ int main(int argc, char **argv)
     qtest_add_func("/pvfree-pci/timeout", test_timeout);
     qtest_add_func("/pvfree-pci/doorbell-storm", test_doorbell_storm);
     qtest_add_func("/pvfree-pci/cancel", test_cancel);
+    qtest_add_func("/pvfree-pci/parse-limit", test_parse_limit);
     qtest_add_func("/pvfree-pci/not-registered", test_not_registered);
     qtest_add_func("/pvfree-pci/mixed-backends", test_mixed_backends);
     qtest_add_func("/pvfree-pci/all-shared", test_all_shared);
