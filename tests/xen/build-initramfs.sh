@@ -59,7 +59,7 @@ fi
 
 hash=$( (echo "$dom0_rel $domu_rel"
 	 cat "$0" "$here"/dom0-init.sh "$here"/domu-init.sh "$here"/domu.cfg \
-	     "$here"/countbytes.c "$here"/pvfree-standin.c "$here"/standin-check.c \
+	     "$here"/countbytes.c "$here"/zerocheck.c "$here"/pvfree-standin.c "$here"/standin-check.c \
 	     "$here"/xs.c "$here"/xs-wire.h "$top"/tests/guest/pvfree-workload.c \
 	     "$top"/tests/guest/Makefile "$top"/guest/Makefile "$top"/guest/Kbuild \
 	     "$top"/guest/*.[ch] \
@@ -81,6 +81,7 @@ gcc -static -O2 -Wall -Wextra -Werror -o "$work/countbytes" "$here/countbytes.c"
 gcc -static -O2 -Wall -Wextra -Werror -I"$top/include" \
 	-o "$work/pvfree-standin" "$here/pvfree-standin.c"
 gcc -static -O2 -Wall -Wextra -Werror -o "$work/xs" "$here/xs.c"
+gcc -static -O2 -Wall -Wextra -Werror -o "$work/zerocheck" "$here/zerocheck.c"
 # the KVM tests' workload and integrity program, and the real module
 make -s -C "$top/tests/guest" O="$work/guest" >&2
 make -s -C "$top/guest" module KDIR="$domu_hdir" O="$work/ko" >&2
@@ -100,7 +101,8 @@ fi
 d=$work/domu
 mkdir -p "$d"/{bin,dev,proc,sys,tmp,run}
 cp /bin/busybox "$d/bin/busybox"
-cp "$work/pvfree-standin" "$work/xs" "$work/guest/pvfree-workload" "$d/bin/"
+cp "$work/pvfree-standin" "$work/xs" "$work/zerocheck" \
+	"$work/guest/pvfree-workload" "$d/bin/"
 mkdir -p "$d/lib"
 cp "$work/ko/pvfree.ko" "$d/lib/pvfree.ko"
 cp "$here/domu-init.sh" "$d/init"

@@ -18,6 +18,15 @@
 #   fragmented     pvfree libxenguest, module loaded, 64 MiB with every
 #                  other page freed
 #   nodriver       pvfree libxenguest, no module: "no pvfree registration"
+#   zero-fill      pvfree libxenguest, module loaded, domU booted with
+#                  init_on_free=1 (its free pages must read as zero); before
+#                  the migration a second domU "dirt" fills its memory with
+#                  non-zero data and is ballooned down (xen_scrub_pages=0),
+#                  so Xen's free heap holds dirty pages the destination may
+#                  be given; on the destination the domU runs zerocheck
+#   paused         as idle, but `xl pause' before the migration: the saver
+#                  must not ask (its log says so); unpaused after the first
+#                  pass, as libxl's suspend needs a PV guest to answer
 #   two-hops       as idle, migrated twice: the second save finds the keys
 #                  the module wrote again after resuming on the destination;
 #                  then rmmod there must remove data/pvfree
@@ -84,12 +93,53 @@ show_console() {
 	done
 }
 
+# make_dirt CASE: a second domU fills its memory with non-zero data and
+# is ballooned down to 48 MiB without scrubbing (xen_scrub_pages=0): the
+# pages it gives back are free in Xen's heap but not scrubbed (Xen scrubs
+# only a dying domain's pages), and they are the first a new allocation
+# gets.  Then destroy it.  Sets dirtinfo.
+make_dirt() {
+	sed -e 's/^name = .*/name = "dirt"/' -e 's/^memory = .*/memory = 384/' \
+		-e 's/^maxmem = .*/maxmem = 384/' /pvfree/domu.cfg > /tmp/dirt.cfg
+	echo "type = \"$type\"" >> /tmp/dirt.cfg
+	echo "extra = \"console=hvc0 quiet pvfree_run=dirt xen_scrub_pages=0 init_on_alloc=0\"" >> /tmp/dirt.cfg
+	if ! xl create /tmp/dirt.cfg; then
+		say "$1: xl create dirt failed"
+		dirtinfo=" dirt=create-failed"
+		return
+	fi
+	d=$(xl domid dirt)
+	end=$(awk "BEGIN{print $(uptime_s) + 300}")
+	while ! xenstore-read /local/domain/$d/data/pvfree-test/ready \
+		>/dev/null 2>&1; do
+		awk "BEGIN{exit !($(uptime_s) > $end)}" && break
+		sleep 0.2
+	done
+	r=$(xenstore-read /local/domain/$d/data/pvfree-test/ready 2>/dev/null)
+	xl mem-set dirt 48m
+	i=0
+	while [ $i -lt 100 ]; do
+		m=$(xl list dirt | awk 'NR == 2 {print $3}')
+		[ "${m:-999}" -le 64 ] && break
+		i=$((i + 1)); sleep 0.3
+	done
+	say "$1: dirt $r, ballooned to ${m:-?} MiB"
+	dirtinfo=" dirt_${r:-dirtied_mib=none} dirt_mib_after=${m:-none}"
+	xl destroy dirt
+	for f in /tmp/console/guest-dirt.log; do
+		[ -f "$f" ] && tr -d '\r' < "$f" | grep -v '^$' | tail -n 10 |
+			sed "s|^|PVFREE-DOMU $1 dirt: |"
+		rm -f "$f"
+	done
+}
+
 n=0
 for c in $(echo $cases | tr ':' ' '); do
 	n=$((n + 1))
 	env=""
 	mode=answer
 	hops=1
+	dirt=0 pause=0
 	extra="pvfree_run=driver pvfree_insmod=1"
 	case $c in
 	unpatched) env="LD_LIBRARY_PATH=/opt/debian-lib" ;;
@@ -98,6 +148,8 @@ for c in $(echo $cases | tr ':' ' '); do
 	fragmented) extra="$extra pvfree_fragment=64" ;;
 	nodriver) extra="pvfree_run=driver pvfree_insmod=0" ;;
 	two-hops) hops=2 ;;
+	zero-fill) extra="$extra init_on_free=1 pvfree_zerocheck=1" dirt=1 ;;
+	paused) pause=1 ;;
 	skip) extra=pvfree_run=standin ;;
 	silent) extra=pvfree_run=standin mode=silent ;;	# waits 5000 ms
 	noreg) extra=pvfree_run=standin mode=off ;;
@@ -132,6 +184,8 @@ for c in $(echo $cases | tr ':' ' '); do
 			say "$c: domU not ready after 900 s"
 		say "$c: domU $(domid) $(xenstore-read $(key data/pvfree-test/ready)) in $(awk "BEGIN{print $(uptime_s)-$t0}") s" ;;
 	esac
+	dirtinfo=
+	[ $dirt = 1 ] && make_dirt $c
 	hf=$(xenstore-read $(key data/pvfree/header-frame) 2>/dev/null || echo none)
 	say "$c: header-frame $hf"
 	h=0 hopinfo=
@@ -139,12 +193,29 @@ for c in $(echo $cases | tr ':' ' '); do
 		h=$((h + 1))
 		[ $h -gt 1 ] && sleep 5
 		rm -f /tmp/count
+		rm -f /tmp/mig-$c.log
+		unp=
+		if [ $pause = 1 ]; then
+			# paused when the save starts (and through the first
+			# pass: libxenguest treats page-table races as fatal for
+			# a domain paused at the start), unpaused 1 s after the
+			# first pass or after 25 s, because a PV guest must
+			# answer libxl's suspend request itself (60 s timeout)
+			xl pause domu
+			(i=0; while [ $i -lt 250 ]; do
+				tr '\r' '\n' < /tmp/mig-$c.log 2>/dev/null |
+					grep -q 'Frames iteration.*100%' && break
+				i=$((i + 1)); sleep 0.1
+			done; sleep 1; xl unpause domu) &
+			unp=$!
+		fi
 		t0=$(uptime_s)
 		env $env xl -v migrate -s "" domu \
 			"/pvfree/countbytes /tmp/count | env $env xl -v migrate-receive" \
 			> /tmp/mig-$c.log 2>&1
 		rc=$?
 		t1=$(uptime_s)
+		[ -n "$unp" ] && { kill $unp 2>/dev/null; wait $unp; xl unpause domu 2>/dev/null; }
 		tr '\r' '\n' < /tmp/mig-$c.log | grep -v -E '%|^$' > /tmp/mig-$c.txt
 		sed "s/^/PVFREE-LOG $c hop $h: /" /tmp/mig-$c.txt | head -80
 		skipped=$(sed -n 's/.*pvfree: first pass sent \([0-9]*\) free pfns.*/\1/p' \
@@ -174,7 +245,10 @@ for c in $(echo $cases | tr ':' ' '); do
 			i=$((i + 1)); sleep 0.2
 		done
 	fi
-	echo "PVFREE-CASE $c rc=$rc bytes=$bytes stream_s=$stream total_s=$(awk "BEGIN{print $t1-$t0}") skipped=${skipped:-0}$hopinfo $res"
+	asked=yes
+	grep -q 'pvfree: domain .* is paused' /tmp/mig-$c.txt && asked=no
+	grep -q 'pvfree: no response to request' /tmp/mig-$c.txt && asked=timeout
+	echo "PVFREE-CASE $c rc=$rc bytes=$bytes stream_s=$stream total_s=$(awk "BEGIN{print $t1-$t0}") skipped=${skipped:-0}$hopinfo$dirtinfo asked=$asked $res"
 	xl destroy domu
 	xl destroy domu--incoming 2>/dev/null
 	i=0

@@ -3,12 +3,20 @@
 # /init of the test domU (console hvc0).  dom0-init.sh picks what it does
 # with the kernel command line ("extra" of xl create):
 #   pvfree_run=standin        run pvfree-standin 32 96 (see pvfree-standin.c)
+#   pvfree_run=dirt           fill MemFree - 24 MiB with non-zero data
+#                             (`pvfree-workload dirty', exits), write
+#                             data/pvfree-test/ready and idle: dom0 then
+#                             balloons it down, giving Xen dirty free pages
 #   pvfree_run=driver         the real module and tests/guest/pvfree-workload:
 #     pvfree_insmod=0|1       load /lib/pvfree.ko (the xenstore transport)
 #     pvfree_dirty_pct=P      dirty P% of MemTotal (at most MemFree - 24 MiB)
 #                             with `pvfree-workload dirty', which exits
 #     pvfree_fragment=MIB     `pvfree-workload fragment MIB' (every other
 #                             page freed)
+#     pvfree_zerocheck=1      on every check, also `zerocheck' MemFree - 24 MiB
+#                             (fresh pages must read as zero; run with
+#                             init_on_free=1 they are not cleared at
+#                             allocation)
 #   then always `pvfree-workload hold 32' (4 MiB rewritten all along), and
 #   data/pvfree-test/ready = "memfree_kb=... dirtied_mib=... registered=..."
 #   Each new value V of data/pvfree-test/check: verify every daemon and
@@ -27,13 +35,14 @@ echo 0 > /proc/sys/vm/compact_unevictable_allowed
 say() { echo "domU: $*"; }
 say "$(uname -r), $(grep MemTotal /proc/meminfo)"
 
-run=standin insmod=0 dirty_pct=0 fragment=0
+run=standin insmod=0 dirty_pct=0 fragment=0 zerocheck=0
 for a in $(cat /proc/cmdline); do
 	case $a in
 	pvfree_run=*) run=${a#pvfree_run=} ;;
 	pvfree_insmod=*) insmod=${a#pvfree_insmod=} ;;
 	pvfree_dirty_pct=*) dirty_pct=${a#pvfree_dirty_pct=} ;;
 	pvfree_fragment=*) fragment=${a#pvfree_fragment=} ;;
+	pvfree_zerocheck=*) zerocheck=${a#pvfree_zerocheck=} ;;
 	esac
 done
 
@@ -43,6 +52,12 @@ if [ "$run" = standin ]; then
 fi
 
 kb() { sed -n "s/^$1: *\([0-9]*\) kB/\1/p" /proc/meminfo; }
+if [ "$run" = dirt ]; then
+	mib=$(( $(kb MemFree) / 1024 - 24 ))
+	say "dirt: $(pvfree-workload dirty $mib)"
+	xs write data/pvfree-test/ready "dirtied_mib=$mib"
+	while :; do sleep 3600; done
+fi
 gstat() { sed -n "s/^$1: //p" /sys/kernel/debug/pvfree/stats 2>/dev/null; }
 
 registered=0
@@ -106,12 +121,21 @@ while :; do
 		pages=$(echo "$line" | sed -n 's/.*pages=\([0-9]*\).*/\1/p')
 		res="$res ${d}_rc=$rc ${d}_pages=${pages:-none} ${d}_mismatches=${mis:-none}"
 	done
+	if [ "$zerocheck" = 1 ]; then
+		line=$(zerocheck $(( $(kb MemFree) / 1024 - 24 )))
+		say "zerocheck rc=$?: $line"
+		for k in pages nonzero_pages nonzero_bytes first_byte; do
+			v=$(echo "$line" | sed -n "s/.* $k=\([0-9a-fx]*\).*/\1/p")
+			res="$res zero_$k=${v:-none}"
+		done
+	fi
 	if [ -f /sys/kernel/debug/pvfree/stats ]; then
 		res="$res guest_transport=$(gstat transport)"
 		res="$res guest_registered=$(gstat registered)"
 		res="$res guest_requests=$(gstat requests)"
 		res="$res guest_last_request_id=$(gstat last_request_id)"
 		res="$res guest_last_status=$(gstat last_status)"
+		res="$res guest_content=$(gstat content)"
 		res="$res guest_free_frames=$(gstat free_frames)"
 		res="$res guest_snapshot_us=$(gstat snapshot_us)"
 	fi

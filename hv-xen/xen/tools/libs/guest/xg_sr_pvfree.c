@@ -10,7 +10,13 @@
  * the shared pvfree reader, which validates everything it copies out of
  * guest memory, and sends each free NOTAB pfn of the first pass as an
  * XEN_DOMCTL_PFINFO_XALLOC entry, which carries no page data.  The restorer
- * populates such a pfn without writing it, so it reads as zero.
+ * populates such a pfn without writing it, so it holds whatever Xen's heap
+ * held: Xen does not scrub the pages a live domain frees (only a dying
+ * domain's, or with scrub_domheap), and populate_physmap does not clear
+ * them.  The saver therefore offers no host feature, in particular not
+ * PVFREE_HF_ZERO_FILL: a guest whose free pages must read as zero
+ * (init_on_free=1) answers UNSUPPORTED and is sent in full; a guest whose
+ * free pages may hold anything (content ANY) is still skipped.
  *
  * Pages the guest dirties after it saw the request are reported by a later
  * XEN_DOMCTL_SHADOW_OP_CLEAN and sent as usual.  Anything unexpected (no
@@ -44,6 +50,13 @@
 
 #define WPRINTF(_f, _a...) \
     xc_report(xch, xch->error_handler, XTL_WARN, 0, "pvfree: " _f, ## _a)
+
+/*
+ * Host features offered to the guest: none.  A skipped pfn is not
+ * guaranteed to read as zero on the destination (see above), so
+ * PVFREE_HF_ZERO_FILL would be a false promise.
+ */
+#define PVFREE_XEN_HOST_FEATURES 0
 
 /* Wait for the guest's response: the spec's recommended timeout. */
 #define PVFREE_TIMEOUT_MS       5000
@@ -434,8 +447,8 @@ static int publish(struct pvfree_req *req)
         return -1;
     }
 
-    if ( pvfree_publish_request(&req->chan, PVFREE_HF_ZERO_FILL, req->id,
-                                &diag) != PVFREE_OK )
+    if ( pvfree_publish_request(&req->chan, PVFREE_XEN_HOST_FEATURES,
+                                req->id, &diag) != PVFREE_OK )
     {
         pvfree_diag_format(&diag, msg, sizeof(msg));
         WPRINTF("unable to publish request %"PRIu64": %s", req->id, msg);
@@ -538,7 +551,7 @@ static int use_response(struct pvfree_req *req)
         .nr_ram = req->nr_ram,
         .scratch = req->scratch,
         .scratch_size = PVFREE_SCRATCH_SIZE,
-        .host_features = PVFREE_HF_ZERO_FILL,
+        .host_features = PVFREE_XEN_HOST_FEATURES,
     };
     struct pvfree_diag diag;
     enum pvfree_error err;
@@ -604,6 +617,17 @@ void pvfree_save_request(struct xc_sr_context *ctx)
 
     if ( ctx->stream_type != XC_STREAM_PLAIN || !ctx->save.live )
         return;
+
+    /*
+     * A paused domain cannot answer: asking it would only wait for the
+     * whole timeout.
+     */
+    if ( ctx->dominfo.paused )
+    {
+        IPRINTF("pvfree: domain %u is paused, not asking it, sending all "
+                "pages", ctx->domid);
+        return;
+    }
 
     do_request(&req);
 
