@@ -16,8 +16,8 @@ usage: tests/xen/run-migrate [--type pv|pvh] [--hv shadow|stock]
            guests live, and for PVH under -cpu qemu64, which has no NPT),
            stock = Debian's /boot/xen-4.17-amd64.gz (HAP only: PVH needs
            a CPU model with NPT) (default: shadow)
-  --cases  default unpatched:idle:post-workload:fragmented:nodriver:two-hops;
-           also zero-fill, paused (issue 10)
+  --cases  default unpatched:idle:post-workload:fragmented:nodriver:two-hops:
+           zero-fill; opt-in: paused (see ISSUE10_CASES)
            (the real module); stand-in cases: skip, silent, noreg,
            standin-unpatched (see dom0-init.sh)
   --json   the results as JSON lines (results.py)
@@ -45,9 +45,12 @@ from . import qemu as q
 
 HERE = os.path.join(TOP, "tests", "xen")
 DEFAULT_CASES = ["unpatched", "idle", "post-workload", "fragmented",
-                 "nodriver", "two-hops"]
-# issue 10 cases, not yet run against the fixed saver: --cases zero-fill:paused
-ISSUE10_CASES = ["zero-fill", "paused"]
+                 "nodriver", "two-hops", "zero-fill"]
+# Opt-in: the saver does not ask a paused domain (checked in its log), but
+# stock libxenguest fails the save of a PV domain that was paused when it
+# started and is unpaused during it ("Bad mfn for L1"), with or without
+# pvfree; and a PV guest must be running to answer the suspend.
+ISSUE10_CASES = ["paused"]
 STANDIN_CASES = ["skip", "silent", "noreg", "standin-unpatched"]
 # cases with the real module: (system, scenario) of their result records
 CASE_SYSTEM = {"unpatched": ("unpatched", "idle"),
